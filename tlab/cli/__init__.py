@@ -1,0 +1,79 @@
+"""The `tlab` command. Start-up imports only typer: torch and transformers load inside the commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Optional
+
+import typer
+
+from tlab import __version__
+from tlab.errors import TlabError
+
+app = typer.Typer(
+    name="tlab",
+    help="Pretrain, fine-tune and evaluate transformer language models, on a laptop CPU or a GPU cluster.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """tlab: pretrain (mlm/clm), fine-tune (GLUE) and evaluate transformer models."""
+
+
+@contextmanager
+def user_errors():
+    """Bad input ends in one line on stderr and exit 2; Ctrl-C in exit 130. TLAB_DEBUG=1 shows tracebacks."""
+    try:
+        yield
+    except TlabError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: continue with --resume (a run keeps its newest complete checkpoint)", err=True)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:
+        if os.environ.get("TLAB_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        typer.echo(f"error: {type(exc).__name__}: {first} (set TLAB_DEBUG=1 for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool) -> dict:
+    """Resolve the config; print it (--dry-run) or run the pipeline."""
+    from tlab import config
+
+    cfg = config.load(config_file, flags, overrides, defaults=defaults)
+    if dry_run:
+        typer.echo(config.to_yaml(cfg), nl=False)
+        return {}
+    from tlab import pipeline
+
+    return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False))
+
+
+from tlab.cli import info, pretrain  # noqa: E402,F401  (commands register on `app`)
+
+
+def main() -> None:
+    app(prog_name="tlab")
+
+
+if __name__ == "__main__":
+    main()

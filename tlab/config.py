@@ -1,0 +1,267 @@
+"""Run configuration: dataclasses are the single source of field names, types, defaults and docs.
+
+Precedence, lowest first: dataclass defaults < `--config file.yaml` < named CLI flags < trailing `key=value`
+overrides. OmegaConf does the merging and type checking; errors are turned into one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from tlab.errors import TlabError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULES = ("linear", "cosine", "constant")
+LM_TASKS = ("mlm", "clm")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_files: list[str] = field(default_factory=list)
+    """Training text: files or folders (.txt, .jsonl/.json, .csv/.tsv). Empty = the task's default source."""
+    validation_file: Optional[str] = None
+    """Validation data file; when absent, pretraining holds out `validation_fraction` of the training lines."""
+    validation_fraction: float = 0.05
+    """Share of training lines held out for validation when no validation file is given (pretraining)."""
+    dataset: Optional[str] = None
+    """Hugging Face Hub dataset id used instead of local files (needs network)."""
+    dataset_config: Optional[str] = None
+    """Configuration name of the Hub dataset, e.g. wikitext-103-raw-v1."""
+    text_column: str = "text"
+    """Text field of .jsonl/.csv corpora and Hub datasets (pretraining)."""
+    data_dir: Optional[str] = None
+    """GLUE-format folder: the GLUE root (DIR/SST-2/train.tsv) or one task's folder (DIR/train.tsv)."""
+    text_a_column: Optional[str] = None
+    """First text column of user-supplied fine-tuning files (default: the task's own column name)."""
+    text_b_column: Optional[str] = None
+    """Second text column of user-supplied sentence-pair files."""
+    label_column: Optional[str] = None
+    """Label column of user-supplied fine-tuning files."""
+    block_size: int = 128
+    """Tokens per packed pretraining block."""
+    max_length: int = 128
+    """Longest tokenized input for fine-tuning; longer inputs are truncated."""
+    max_train_samples: Optional[int] = None
+    """Use only the first N training examples (quick runs)."""
+    max_eval_samples: Optional[int] = None
+    """Use only the first N validation examples."""
+    num_proc: int = 1
+    """Processes for tokenization with datasets.map."""
+    num_workers: int = 0
+    """DataLoader worker processes (collation off the training process)."""
+
+    def __post_init__(self):
+        _check(0.0 <= self.validation_fraction < 1.0, "data.validation_fraction must be in [0, 1)")
+        _check(self.block_size >= 8, "data.block_size must be at least 8")
+        _check(self.max_length >= 8, "data.max_length must be at least 8")
+        _check(self.num_proc >= 1 and self.num_workers >= 0, "data.num_proc must be >= 1, data.num_workers >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: Optional[str] = None
+    """Checkpoint to start from: a tlab run directory, a local Hugging Face model directory or a Hub id.
+    Empty for pretraining from scratch from `preset`."""
+    preset: str = "mini"
+    """Size preset for models built from scratch: tiny|mini|small|base, optionally prefixed by an architecture
+    (modernbert-, bert-, roberta- for MLM; gpt2-, llama- for CLM). See `tlab presets`."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Model config fields set on top of the preset, e.g. model.overrides.num_hidden_layers=6."""
+    tokenizer: Optional[str] = None
+    """Existing tokenizer (directory or Hub id). Empty when pretraining from scratch = train one on the corpus."""
+    vocab_size: int = 8192
+    """Vocabulary size of a tokenizer trained from scratch."""
+    freeze: str = "none"
+    """What to freeze when fine-tuning: none | embeddings | layers:N (embeddings + first N layers) | encoder."""
+    lora_r: int = 0
+    """LoRA rank (0 = full fine-tuning). The saved model is merged so plain transformers loads it."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Module names LoRA adapts; empty = the attention projections peft knows for the architecture."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% more compute."""
+    trust_remote_code: bool = False
+    """Allow model code from the Hub to run. Off unless you ask for it."""
+
+    def __post_init__(self):
+        _check(self.vocab_size >= 100, "model.vocab_size must be at least 100")
+        _check(self.lora_r >= 0, "model.lora_r must be >= 0")
+        _check(
+            self.freeze in ("none", "embeddings", "encoder") or _is_layers_spec(self.freeze),
+            f"model.freeze must be none, embeddings, encoder or layers:N, got {self.freeze!r}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 1.0
+    """Passes over the training data (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps to run; > 0 wins over epochs."""
+    batch_size: int = 32
+    """Examples per device per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    lr: float = 5e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and norms)."""
+    warmup: float = 0.05
+    """Warm-up: a fraction of all steps when < 1, else a number of steps."""
+    schedule: str = "linear"
+    """Decay after warm-up: linear | cosine | constant."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    precision: str = "auto"
+    """auto | fp32 | bf16 | fp16. auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    seed: int = 42
+    """Seed for initialisation, data order and masking."""
+    log_every: int = 10
+    """Optimizer steps between log lines."""
+    eval_every: int = 0
+    """Optimizer steps between evaluations; 0 = at the end of each epoch (and at the end)."""
+    save_every: int = 0
+    """Optimizer steps between checkpoints; 0 = at each evaluation."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints to keep (the best one is kept as well when fine-tuning)."""
+    mlm_probability: float = 0.15
+    """Share of tokens masked for MLM (80% [MASK], 10% random, 10% unchanged)."""
+    patience: int = 0
+    """Early stopping: evaluations without improvement of the main metric before stopping (0 = off)."""
+    group_by_length: bool = True
+    """Fine-tuning: batch examples of similar length together (less padding)."""
+    compile: bool = False
+    """torch.compile the model (dynamic shapes); helps on GPUs."""
+    eval_batch_size: Optional[int] = None
+    """Evaluation batch size (default: 2 x batch_size)."""
+
+    def __post_init__(self):
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1")
+        _check(self.epochs > 0 or self.max_steps > 0, "give train.epochs > 0 or train.max_steps > 0")
+        _check(self.lr > 0, "train.lr must be > 0")
+        _check(0 < self.mlm_probability < 1, "train.mlm_probability must be in (0, 1)")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or 2 * self.batch_size
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "mlm"
+    """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
+    output_dir: Optional[str] = None
+    """Run directory; default runs/<task>-<date>-<time>. Never overwritten unless `overwrite` is set."""
+    overwrite: bool = False
+    """Replace an existing run directory (the old one is removed only after the new run succeeds)."""
+    resume: bool = False
+    """Continue the run in output_dir from its newest complete checkpoint."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def global_batch(self, world_size: int) -> int:
+        """Examples per optimizer step: per-device batch x processes x accumulation."""
+        return self.train.batch_size * world_size * self.train.grad_accum
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TlabError(message)
+
+
+def _is_layers_spec(text: str) -> bool:
+    return text.startswith("layers:") and text[7:].isdigit()
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"train.lr": 1e-4} -> {"train": {"lr": 1e-4}}; None values (flags not given) are dropped."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load(
+    config_file: Optional[str] = None,
+    flags: Optional[dict[str, Any]] = None,
+    overrides: Optional[list[str]] = None,
+    defaults: Optional[dict[str, Any]] = None,
+) -> RunConfig:
+    """Merge defaults < command defaults < YAML < flags < key=value overrides into a validated RunConfig."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.structured(RunConfig)
+        layers = [_nest(defaults or {})]
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise TlabError(f"config file not found: {config_file}")
+            loaded = OmegaConf.load(path)
+            if not isinstance(loaded, type(merged)) and loaded is not None:
+                raise TlabError(f"config file {config_file} must hold a mapping of keys to values")
+            layers.append(loaded or {})
+        layers.append(_nest(flags or {}))
+        for item in overrides or []:
+            if "=" not in item:
+                raise TlabError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-5)")
+            _check_key(item.split("=", 1)[0])
+        layers.append(OmegaConf.from_dotlist(list(overrides or [])))
+        for layer in layers:
+            merged = OmegaConf.merge(merged, layer)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise TlabError(_explain(exc)) from None
+    except Exception as exc:
+        if isinstance(exc, TlabError):
+            raise
+        if exc.__class__.__name__ in ("ScannerError", "ParserError", "YAMLError"):
+            raise TlabError(f"config file {config_file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise
+
+
+def _check_key(dotted: str) -> None:
+    """Name the whole dotted key when it is unknown (OmegaConf reports only the first unknown part)."""
+    node: Any = RunConfig
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else None
+        if fields is None:
+            return  # inside a free-form mapping such as model.overrides
+        if part not in fields:
+            raise TlabError(f"unknown config key {dotted!r} (see `tlab <command> --dry-run` for the valid keys)")
+        node = fields[part].default_factory if fields[part].default_factory is not dataclasses.MISSING else None
+        node = node if dataclasses.is_dataclass(node) else None
+
+
+def _explain(exc: Exception) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    text = str(exc).splitlines()[0]
+    if exc.__class__.__name__ in ("ConfigKeyError", "ConfigAttributeError"):
+        return f"unknown config key {key!r} (see `tlab <command> --dry-run` for the valid keys)"
+    return f"invalid value for {key}: {text}" if key else f"invalid configuration: {text}"
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,207 @@
+"""Data for every task: corpora from local files or the Hub, tokenization cached by fingerprint, packing,
+batch samplers and collators. Only `datasets`, `numpy` and `torch` are used here; tasks decide what to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tlab.errors import TlabError
+
+TEXT_SUFFIXES = (".txt", ".text", ".raw", ".tokens")
+JSON_SUFFIXES = (".jsonl", ".json")
+TABLE_SUFFIXES = (".csv", ".tsv")
+
+
+def cache_dir(*parts: str) -> Path:
+    root = Path(os.environ.get("TLAB_CACHE", Path.home() / ".cache" / "tlab"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- corpora ---------------------------------------------------------------------------------------------------
+def expand_files(paths: Sequence[str]) -> list[Path]:
+    """Files and folders -> the corpus files they name, checked to exist, hold data and be text."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + JSON_SUFFIXES + TABLE_SUFFIXES)
+            if not found:
+                raise TlabError(f"folder {raw} holds no .txt, .jsonl, .json, .csv or .tsv files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TlabError(f"training file not found: {raw}")
+    for path in files:
+        check_text_file(path)
+    return files
+
+
+def check_text_file(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise TlabError(f"file {path} is empty")
+    head = path.read_bytes()[:65536]
+    try:
+        if b"\x00" in head:
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":  # a multi-byte character cut at the 64 KiB boundary is fine
+            raise TlabError(f"file {path} is not UTF-8 text (binary data at byte {exc.start})") from None
+    if not head.strip():
+        raise TlabError(f"file {path} holds only whitespace")
+
+
+def load_corpus(files: Sequence[Path], text_column: str):
+    """Local corpus files -> a datasets.Dataset with one column `text` (one row per non-blank line/record)."""
+    import datasets
+
+    kinds = {("text" if p.suffix not in JSON_SUFFIXES + TABLE_SUFFIXES else p.suffix.lstrip(".")) for p in files}
+    parts = []
+    for kind in sorted(kinds):
+        chosen = [str(p) for p in files if ("text" if p.suffix not in JSON_SUFFIXES + TABLE_SUFFIXES else p.suffix.lstrip(".")) == kind]
+        builder, extra = {"text": ("text", {}), "jsonl": ("json", {}), "json": ("json", {}),
+                          "csv": ("csv", {}), "tsv": ("csv", {"sep": "\t"})}[kind]
+        try:
+            ds = datasets.load_dataset(builder, data_files=chosen, split="train", **extra)
+        except Exception as exc:  # datasets raises many types for malformed files
+            raise TlabError(f"could not read {', '.join(chosen)}: {str(exc).splitlines()[0][:200]}") from None
+        parts.append(_text_only(ds, text_column, ", ".join(chosen)))
+    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+    if len(ds) == 0:
+        raise TlabError(f"no text found in {', '.join(map(str, files))}")
+    return ds
+
+
+def load_hub_corpus(dataset: str, config: Optional[str], split: str, text_column: str):
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset, config, split=split)
+    except Exception as exc:
+        raise TlabError(
+            f"could not load Hub dataset {dataset!r} ({str(exc).splitlines()[0][:160]}); offline, pass --train-file"
+        ) from None
+    ds = _text_only(ds, text_column, dataset)
+    return ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
+
+
+def _text_only(ds, column: str, source: str):
+    if column not in ds.column_names:
+        raise TlabError(f"{source} has no column {column!r} (columns: {', '.join(ds.column_names)}); set data.text_column")
+    ds = ds.select_columns([column])
+    return ds.rename_column(column, "text") if column != "text" else ds
+
+
+# -- packing ---------------------------------------------------------------------------------------------------
+def tokenize_corpus(ds, tokenizer, add_special_tokens: bool, append_eos: bool, num_proc: int):
+    """Tokenize every line once; datasets caches the result by fingerprint (tokenizer included)."""
+    eos = tokenizer.eos_token_id if append_eos else None
+
+    def encode(batch):
+        ids = tokenizer(batch["text"], add_special_tokens=add_special_tokens, truncation=False)["input_ids"]
+        return {"input_ids": [row + [eos] for row in ids] if eos is not None else ids}
+
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, num_proc=num_proc if num_proc > 1 else None,
+                  desc="tokenizing")
+
+
+def pack(tokenized, block_size: int) -> np.ndarray:
+    """All token ids end to end, cut into (N, block_size) blocks. Only the last partial block is dropped,
+    unlike run_mlm.py's group_texts, which drops a remainder in every map batch."""
+    import pyarrow as pa
+
+    column = tokenized.data.column("input_ids")
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]) if column.num_chunks else pa.array([], pa.int32())
+    ids = flat.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    n_blocks = len(ids) // block_size
+    return ids[: n_blocks * block_size].reshape(n_blocks, block_size)
+
+
+def packed_blocks(tokenized, block_size: int) -> np.ndarray:
+    """`pack`, cached next to the tokenized data's fingerprint so later runs and other ranks just map it."""
+    key = hashlib.sha1(f"{tokenized._fingerprint}-{block_size}".encode()).hexdigest()[:16]
+    path = cache_dir("packed") / f"{key}.npy"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, pack(tokenized, block_size))
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+class Blocks(torch.utils.data.Dataset):
+    """Fixed-length token blocks, memory-mapped: (block_size,) int64 tensors."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.blocks[index], dtype=np.int64))
+
+
+# -- batching --------------------------------------------------------------------------------------------------
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of indices, reshuffled each epoch from (seed, epoch) alone, so a resumed run sees the same order.
+
+    With `lengths`, examples of similar length share a batch (less padding): shuffle, sort within mega-batches
+    of 50 batches, then shuffle the batches — the scheme of transformers' LengthGroupedSampler."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            order = np.arange(self.n)
+            yield from (order[i : i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size))
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n)
+        if self.lengths is not None:
+            mega = self.batch_size * 50
+            order = np.concatenate(
+                [chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, -(-self.n // mega)))]
+            )
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+
+
+class LMCollator:
+    """Stacks packed blocks into (B, T) and adds labels: MLM masking (80/10/10, via transformers' collator)
+    done on the whole batch at once, or CLM labels = inputs (the model shifts them)."""
+
+    def __init__(self, tokenizer, mlm: bool, mlm_probability: float = 0.15):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.mlm = mlm
+        self.masker = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability) if mlm else None
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+
+    def __call__(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        input_ids = torch.stack(blocks)  # (B, T)
+        if not self.mlm:
+            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        special = torch.isin(input_ids, self.special_ids)
+        input_ids, labels = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        return {"input_ids": input_ids, "labels": labels}

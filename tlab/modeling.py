@@ -1,0 +1,149 @@
+"""Tokenizers and models: train a tokenizer with `tokenizers`, build a model from a preset or load a checkpoint
+(safetensors only, no remote code unless asked), freeze layers, add LoRA with `peft`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+from tlab import presets
+from tlab.config import ModelConfig
+from tlab.errors import TlabError
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+GPT_EOS = "<|endoftext|>"
+
+
+def resolve_checkpoint(name: str) -> str:
+    """A tlab run directory means its model/; local directories must exist; anything else is a Hub id."""
+    path = Path(name)
+    if (path / "model" / "config.json").is_file():
+        return str(path / "model")
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not (path / "config.json").is_file():
+            raise TlabError(f"model directory {name} does not exist or holds no config.json")
+    return name
+
+
+# -- tokenizers ------------------------------------------------------------------------------------------------
+def train_tokenizer(texts: Iterable[str], objective: str, vocab_size: int, cache_key: str):
+    """WordPiece (BERT-style) for MLM, byte-level BPE (GPT-style) for CLM, cached by corpus and settings."""
+    from transformers import PreTrainedTokenizerFast
+
+    from tlab.data import cache_dir
+
+    key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v1".encode()).hexdigest()[:16]
+    path = cache_dir("tokenizers") / key
+    if not (path / "tokenizer.json").is_file():
+        fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts, vocab_size)
+        tmp = path.with_name(f"{key}.{os.getpid()}.tmp")
+        fast.save_pretrained(tmp)
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    return load_tokenizer(str(path))
+
+
+def _train_wordpiece(texts, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=presets.MAX_POSITIONS)
+
+
+def _train_bpe(texts, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[GPT_EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=GPT_EOS, eos_token=GPT_EOS, unk_token=GPT_EOS,
+                                   pad_token=GPT_EOS, model_max_length=presets.GPT_POSITIONS)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise TlabError(f"could not load a tokenizer from {name!r}: {str(exc).splitlines()[0][:200]}") from None
+
+
+# -- language models -------------------------------------------------------------------------------------------
+def build_lm(cfg: ModelConfig, objective: str, tokenizer, block_size: int):
+    """A model for pretraining: continued from cfg.name_or_path, or from a preset with random weights."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+    if cfg.name_or_path:
+        model = load_pretrained(auto, resolve_checkpoint(cfg.name_or_path), cfg.trust_remote_code)
+    else:
+        model = auto.from_config(preset_config(cfg, objective, tokenizer))
+    positions = max_positions(model.config)
+    if positions and block_size > positions:
+        raise TlabError(f"block size {block_size} exceeds the model's {positions} positions (lower --block-size)")
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def preset_config(cfg: ModelConfig, objective: str, tokenizer):
+    from transformers import CONFIG_MAPPING
+
+    arch, size = presets.resolve(cfg.preset, objective)
+    kwargs = presets.config_kwargs(arch, size)
+    kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    if objective == "mlm":
+        kwargs.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                      bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+        if arch == "roberta":
+            kwargs.update(type_vocab_size=1)
+    else:
+        kwargs.update(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    kwargs.update(cfg.overrides)
+    try:
+        return CONFIG_MAPPING[arch](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TlabError(f"invalid model.overrides for {arch}: {exc}") from None
+
+
+def max_positions(config) -> Optional[int]:
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value - (2 if getattr(config, "model_type", "") == "roberta" else 0)
+    return None
+
+
+def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
+    """from_pretrained with safetensors only: pickled .bin weights can run code when loaded."""
+    try:
+        return auto_class.from_pretrained(name, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as exc:
+        raise TlabError(f"could not load model {name!r}: {str(exc).splitlines()[0][:240]}") from None
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

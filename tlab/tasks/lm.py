@@ -1,0 +1,147 @@
+"""Pretraining tasks: masked LM (`mlm`, BERT-style) and causal LM (`clm`, GPT-style) on packed token blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tlab import data, modeling
+from tlab.config import RunConfig
+from tlab.errors import TlabError
+from tlab.train import Job
+
+CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
+# The embedded default: WikiText-2 (CC BY-SA 3.0), its test part to train on and its validation part to evaluate.
+DEFAULT_TRAIN = CORPUS_DIR / "wikitext2-test.txt"
+DEFAULT_VALIDATION = CORPUS_DIR / "wikitext2-valid.txt"
+
+
+def load_texts(cfg: RunConfig):
+    """(train, validation) datasets with a `text` column; validation may be None."""
+    d = cfg.data
+    if d.dataset:
+        train = data.load_hub_corpus(d.dataset, d.dataset_config, "train", d.text_column)
+        validation = data.load_hub_corpus(d.dataset, d.dataset_config, "validation", d.text_column) if not d.validation_file else None
+    else:
+        use_default = not d.train_files
+        files = data.expand_files(d.train_files) if d.train_files else [DEFAULT_TRAIN]
+        train = data.load_corpus(files, d.text_column)
+        validation = None
+        if use_default and not d.validation_file:
+            validation = data.load_corpus([DEFAULT_VALIDATION], "text")
+    if d.validation_file:
+        validation = data.load_corpus(data.expand_files([d.validation_file]), d.text_column)
+    if validation is None and d.validation_fraction > 0:
+        if len(train) < 2:
+            raise TlabError("the corpus has a single line: give --validation-file or set data.validation_fraction=0")
+        split = train.train_test_split(test_size=d.validation_fraction, seed=cfg.train.seed)
+        train, validation = split["train"], split["test"]
+    if d.max_train_samples:
+        train = train.select(range(min(d.max_train_samples, len(train))))
+    if validation is not None and d.max_eval_samples:
+        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
+    return train, validation
+
+
+def get_tokenizer(cfg: RunConfig, train):
+    m = cfg.model
+    if m.tokenizer or m.name_or_path:
+        name = m.tokenizer or modeling.resolve_checkpoint(m.name_or_path)
+        tokenizer = modeling.load_tokenizer(name, m.trust_remote_code)
+    else:
+        texts = (train[i : i + 1000]["text"] for i in range(0, len(train), 1000))
+        tokenizer = modeling.train_tokenizer((t for chunk in texts for t in chunk), cfg.task, m.vocab_size, train._fingerprint)
+    if cfg.task == "mlm" and tokenizer.mask_token_id is None:
+        raise TlabError(f"tokenizer {m.tokenizer or m.name_or_path} has no mask token, which MLM needs")
+    if cfg.task == "clm" and tokenizer.eos_token_id is None:
+        raise TlabError(f"tokenizer {m.tokenizer or m.name_or_path} has no end-of-text token, which CLM needs")
+    return tokenizer
+
+
+def prepare(cfg: RunConfig, accelerator, log):
+    """Corpus -> tokenizer -> packed blocks -> model; returns (Job, tokenizer, summary lines)."""
+    mlm = cfg.task == "mlm"
+    block = cfg.data.block_size
+    with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others then read the cache
+        train, validation = load_texts(cfg)
+        tokenizer = get_tokenizer(cfg, train)
+        model = modeling.build_lm(cfg.model, cfg.task, tokenizer, block)
+
+        def blocks_of(ds):
+            tokenized = data.tokenize_corpus(ds, tokenizer, add_special_tokens=mlm, append_eos=not mlm, num_proc=cfg.data.num_proc)
+            return data.packed_blocks(tokenized, block)
+
+        train_blocks = blocks_of(train)
+        eval_blocks = blocks_of(validation) if validation is not None else None
+    if len(train_blocks) == 0:
+        raise TlabError(f"the training corpus holds fewer tokens than one block of {block}: lower --block-size or add text")
+    if eval_blocks is not None and len(eval_blocks) == 0:
+        raise TlabError(f"the validation text holds fewer tokens than one block of {block}")
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability)
+    eval_loaders = {}
+    if eval_blocks is not None:
+        eval_loaders["validation"] = torch.utils.data.DataLoader(data.Blocks(eval_blocks), batch_size=cfg.train.eval_batch(),
+                                                                 collate_fn=collate)
+    job = Job(
+        model=model,
+        train_data=data.Blocks(train_blocks),
+        train_batches=data.EpochBatches(len(train_blocks), cfg.train.batch_size, cfg.train.seed),
+        collate=collate,
+        eval_loaders=eval_loaders,
+        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, mlm=mlm, seed=cfg.train.seed),
+        main_metric="loss" if eval_loaders else "",
+        greater_is_better=False,
+        restore_best=False,
+    )
+    summary = {
+        "train_blocks": len(train_blocks),
+        "train_tokens": int(len(train_blocks) * block),
+        "validation_blocks": 0 if eval_blocks is None else len(eval_blocks),
+        "vocab_size": len(tokenizer),
+        "model_type": model.config.model_type,
+    }
+    return job, tokenizer, summary
+
+
+def evaluate(model, loaders, accelerator, mlm: bool, seed: int) -> dict[str, float]:
+    """Token-weighted loss, perplexity and (MLM) masked-token accuracy over the whole validation set.
+
+    Per-example sums are gathered with gather_for_metrics, so the duplicates that pad the last batch of a
+    distributed run are dropped and every example counts once. Masks come from a fixed seed, so evaluations
+    are comparable across steps and do not move the training RNG."""
+    if not loaders:
+        return {}
+    model.eval()
+    loss_sum, count, correct = 0.0, 0, 0
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for batch in loaders["validation"]:
+            logits = model(**batch).logits
+            labels = batch["labels"]
+            if not mlm:  # position t predicts token t+1
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            mask = labels != -100  # (B, T)
+            # ModernBERT's sparse prediction returns logits only at masked positions, in row-major order.
+            token_logits = logits if logits.dim() == 2 else logits[mask]
+            targets = labels[mask]
+            rows = mask.nonzero()[:, 0]
+            token_loss = torch.nn.functional.cross_entropy(token_logits.float(), targets, reduction="none")
+            hits = (token_logits.argmax(-1) == targets).float()
+            zeros = torch.zeros(len(labels), device=labels.device)
+            per_example = torch.stack(
+                [zeros.index_add(0, rows, token_loss), mask.sum(1).float(), zeros.index_add(0, rows, hits)], dim=1
+            )  # (B, 3): loss sum, predicted tokens, correct predictions
+            gathered = accelerator.gather_for_metrics(per_example).sum(0)
+            loss_sum += gathered[0].item()
+            count += int(gathered[1].item())
+            correct += int(gathered[2].item())
+    mean = loss_sum / max(count, 1)
+    metrics = {"loss": mean, "perplexity": float(torch.exp(torch.tensor(min(mean, 50.0))))}
+    if mlm:
+        metrics["accuracy"] = correct / max(count, 1)
+    metrics["tokens"] = count
+    return metrics

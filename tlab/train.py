@@ -1,0 +1,250 @@
+"""The one training loop, on accelerate: devices, precision, accumulation, distributed runs and checkpoint
+state come from accelerate; this file is the loop on top — accumulate, backward, clip, step, schedule,
+then log / evaluate / checkpoint every N steps, with exact resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from tlab.config import RunConfig, TrainConfig
+from tlab.errors import TlabError
+from tlab.outputs import STATE_FILE, RunDir
+
+# Tests simulate a crash after this optimizer step (once its checkpoint is written) to check --resume.
+STOP_AFTER_ENV = "TLAB_STOP_AFTER_STEP"
+
+
+def resolve_precision(requested: str, cuda: bool, bf16_ok: bool) -> str:
+    """tlab precision -> accelerate mixed_precision. auto: bf16 where the GPU has it, fp16 (loss-scaled) on
+    older GPUs, fp32 on CPU, where bf16 autocast is slower than fp32 on most machines."""
+    if requested == "auto":
+        return ("bf16" if bf16_ok else "fp16") if cuda else "no"
+    if requested == "fp16" and not cuda:
+        raise TlabError("--precision fp16 needs a GPU (use bf16 or fp32 on CPU)")
+    return {"fp32": "no"}.get(requested, requested)
+
+
+def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    cuda = torch.cuda.is_available()
+    mixed = resolve_precision(cfg.train.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    try:
+        return Accelerator(
+            mixed_precision=mixed,  # given explicitly, it wins over an accelerate config file
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            log_with="tensorboard" if project_dir else None,
+            project_dir=project_dir,
+            dataloader_config=DataLoaderConfiguration(even_batches=True),
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise TlabError(f"accelerate could not start: {str(exc).splitlines()[0]}") from None
+
+
+def precision_name(accelerator) -> str:
+    return {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+
+
+@dataclass
+class Job:
+    """What a task hands to the loop."""
+
+    model: Any
+    train_data: Any
+    train_batches: Any  # tlab.data.EpochBatches (set_epoch-able batch sampler)
+    collate: Callable
+    eval_loaders: dict[str, Any]  # split -> DataLoader (not yet prepared)
+    evaluate: Callable  # (model, prepared eval loaders, accelerator) -> {metric: value}
+    main_metric: str
+    greater_is_better: bool
+    restore_best: bool = True  # fine-tuning ends on its best checkpoint; pretraining on its last step
+    count_tokens: Callable = lambda batch: int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
+@dataclass
+class FitState:
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    best_metric: Optional[float] = None
+    best_checkpoint: Optional[str] = None
+    evals_without_gain: int = 0
+    history: list = field(default_factory=list)
+
+
+def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train `job.model` as cfg.train says; return the final and best evaluation metrics and throughput."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    tc: TrainConfig = cfg.train
+    model = job.model
+    if tc.compile:
+        model = torch.compile(model, dynamic=True)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, fused=torch.cuda.is_available() or None)
+    train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
+                                               num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+    names = list(job.eval_loaders)
+    model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *job.eval_loaders.values())
+    eval_loaders = dict(zip(names, eval_loaders))
+
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / tc.grad_accum))
+    total = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.epochs * steps_per_epoch)
+    warmup = int(tc.warmup * total) if tc.warmup < 1 else int(tc.warmup)
+    # The scheduler is stepped by us once per optimizer step: accelerate's prepared scheduler would step once per
+    # process and decay N times too fast under N processes.
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(tc.schedule, tc.schedule), optimizer,
+                              num_warmup_steps=warmup, num_training_steps=total)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = FitState()
+    if cfg.resume:
+        state = _restore(accelerator, run, log)
+    eval_every = tc.eval_every if tc.eval_every > 0 else steps_per_epoch
+    save_every = tc.save_every if tc.save_every > 0 else eval_every
+    stop_after = int(os.environ.get(STOP_AFTER_ENV, "0"))
+
+    if accelerator.is_main_process:
+        accelerator.init_trackers("tb")
+    bar = tqdm(total=total, initial=state.step, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
+    window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    all_tokens, all_examples, train_start, pause_seconds = 0, 0, time.perf_counter(), 0.0
+    last_eval: dict[str, float] = {}
+    stop = state.step >= total
+    model.train()
+    while not stop:
+        job.train_batches.set_epoch(state.epoch)
+        batches = train_loader
+        if state.batches_in_epoch:
+            from accelerate import skip_first_batches
+
+            batches = skip_first_batches(train_loader, state.batches_in_epoch)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            window_loss += loss.detach().float()
+            window_batches += 1
+            tokens = job.count_tokens(batch)
+            window_tokens += tokens
+            all_tokens += tokens
+            all_examples += len(batch["input_ids"])
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state.step += 1
+            bar.update(1)
+
+            if state.step % tc.log_every == 0 or state.step == total:
+                elapsed = time.perf_counter() - window_start
+                mean_loss = accelerator.reduce(window_loss / window_batches, "mean").item()
+                tok_s = window_tokens * accelerator.num_processes / max(elapsed, 1e-9)
+                record = {"step": state.step, "epoch": round(state.epoch + state.batches_in_epoch / len(train_loader), 3),
+                          "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
+                run.log(record)
+                accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"], "train/tokens_per_s": tok_s}, step=state.step)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+
+            at_end = state.step >= total
+            paused = time.perf_counter()
+            if state.step % eval_every == 0 or at_end:
+                last_eval = job.evaluate(model, eval_loaders, accelerator)
+                model.train()
+                run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
+                accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
+                bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                improved = _track_best(state, last_eval, job)
+                if improved or state.step % save_every == 0 or at_end:
+                    _save(accelerator, run, state, cfg, improved)
+                stop = tc.patience > 0 and state.evals_without_gain >= tc.patience
+                if stop:
+                    bar.write(f"early stop: {job.main_metric} did not improve for {tc.patience} evaluations")
+            elif state.step % save_every == 0:
+                _save(accelerator, run, state, cfg, False)
+            paused = time.perf_counter() - paused  # evaluation and saving are not training throughput
+            window_start += paused
+            pause_seconds += paused
+            if stop_after and state.step >= stop_after:
+                raise TlabError(f"stopped after step {state.step} ({STOP_AFTER_ENV}); continue with --resume")
+            if at_end or stop:
+                stop = True
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    bar.close()
+    seconds = time.perf_counter() - train_start - pause_seconds
+    if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
+        accelerator.load_state(str(run.path / "checkpoints" / state.best_checkpoint))  # keep the best model
+    accelerator.end_training()
+    world = accelerator.num_processes
+    return {
+        "steps": state.step,
+        "epochs": round(state.epoch + state.batches_in_epoch / max(1, len(train_loader)), 3),
+        "final": last_eval,
+        "best": {"checkpoint": state.best_checkpoint, job.main_metric: state.best_metric} if job.main_metric else {},
+        "train_seconds": round(seconds, 2),
+        "tokens_per_s": round(all_tokens * world / max(seconds, 1e-9), 1),
+        "samples_per_s": round(all_examples * world / max(seconds, 1e-9), 2),
+        "model": accelerator.unwrap_model(model),
+    }
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _track_best(state: FitState, metrics: dict[str, float], job: Job) -> bool:
+    value = metrics.get(job.main_metric)
+    if value is None:
+        return False
+    better = state.best_metric is None or (value > state.best_metric if job.greater_is_better else value < state.best_metric)
+    if better:
+        state.best_metric, state.evals_without_gain = value, 0
+        state.best_checkpoint = f"step-{state.step}"
+    else:
+        state.evals_without_gain += 1
+    return better
+
+
+def _save(accelerator, run: RunDir, state: FitState, cfg: RunConfig, is_best: bool) -> None:
+    tmp = run.checkpoint_tmp(state.step)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run.commit_checkpoint(state.step, state.__dict__, cfg.train.keep_checkpoints, protect=state.best_checkpoint)
+    accelerator.wait_for_everyone()
+
+
+def _restore(accelerator, run: RunDir, log) -> FitState:
+    import json
+
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise TlabError(f"--resume: {run.path} holds no complete checkpoint to continue from")
+    accelerator.load_state(str(checkpoint))
+    state = FitState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    log(f"resuming from {checkpoint} (step {state.step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
+    return state
