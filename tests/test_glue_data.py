@@ -180,9 +180,9 @@ def test_non_utf8_file(tmp_path):
 
 
 def test_blank_lines_and_crlf_are_tolerated(tmp_path):
-    write(tmp_path / "train.tsv", "sentence\tlabel\r\n\r\nfine \t1\r\n\nbad\t0")
+    write(tmp_path / "train.tsv", "sentence\tlabel\r\n\r\nfine \t1\r\n\n\t0\nbad\t0")
     ds = load_glue_split(get_spec("sst2"), tmp_path, "train")
-    assert ds[:] == {"text_a": ["fine ", "bad"], "label": [1, 0]}
+    assert ds[:] == {"text_a": ["fine ", "", "bad"], "label": [1, 0, 0]}  # an empty sentence is data, not blank
 
 
 # --- official layouts not present locally, and unlabeled test files ---------------------------------------

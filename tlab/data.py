@@ -205,3 +205,23 @@ class LMCollator:
         special = torch.isin(input_ids, self.special_ids)
         input_ids, labels = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
         return {"input_ids": input_ids, "labels": labels}
+
+
+class PadCollator:
+    """Pads tokenized examples to the longest in the batch (dynamic padding): (B, T_max) tensors."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(r["input_ids"]) for r in rows)
+        batch: dict[str, torch.Tensor] = {}
+        for key in rows[0]:
+            if key == "labels":
+                continue
+            fill = self.pad_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([r[key] + [fill] * (longest - len(r[key])) for r in rows], dtype=torch.long)
+        if "labels" in rows[0]:
+            labels = [r["labels"] for r in rows]
+            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+        return batch

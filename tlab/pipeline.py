@@ -121,3 +121,45 @@ def versions() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return found
+
+
+def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Tokenizer, tokenized and packed data into the caches, nothing else: run it once before a large launch."""
+    _quiet_libraries()
+    from tlab import train
+
+    accelerator = train.make_accelerator(cfg, project_dir=None)
+    _job, _tokenizer, summary = tasks.get(cfg.task).prepare(cfg, accelerator, echo)
+    echo("preprocessed and cached: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+    return summary
+
+
+def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score a checkpoint on a task's validation split(s): the same task code, training skipped."""
+    task = tasks.get(cfg.task)
+    if "train" not in task.prepare.__code__.co_varnames:
+        from tlab.errors import TlabError
+
+        raise TlabError(f"tlab eval does not support task {cfg.task} yet (GLUE tasks are supported)")
+    _quiet_libraries()
+    from tlab import train
+
+    accelerator = train.make_accelerator(cfg, project_dir=None)
+    job, _tokenizer, summary = task.prepare(cfg, accelerator, echo, train=False)
+    model, *loaders = accelerator.prepare(job.model, *job.eval_loaders.values())
+    start = time.perf_counter()
+    scores = job.evaluate(model, dict(zip(job.eval_loaders, loaders)), accelerator)
+    seconds = time.perf_counter() - start
+    examples = sum(v for k, v in summary.items() if k.endswith("_examples") and k != "train_examples")
+    return {
+        "task": cfg.task,
+        "splits": list(job.eval_loaders),
+        "examples": examples,
+        "metrics": scores,
+        "model": cfg.model.name_or_path,
+        "eval_seconds": round(seconds, 3),
+        "samples_per_s": round(examples / max(seconds, 1e-9), 1),
+        "precision": train.precision_name(accelerator),
+        "versions": versions(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

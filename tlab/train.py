@@ -43,7 +43,9 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
             gradient_accumulation_steps=cfg.train.grad_accum,
             log_with="tensorboard" if project_dir else None,
             project_dir=project_dir,
-            dataloader_config=DataLoaderConfiguration(even_batches=True),
+            # Samplers yield global batches (per-device x processes) that accelerate splits across ranks, so data
+            # order and steps per epoch do not depend on the number of processes.
+            dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True),
         )
     except (ValueError, RuntimeError) as exc:
         raise TlabError(f"accelerate could not start: {str(exc).splitlines()[0]}") from None

@@ -55,8 +55,9 @@ def user_errors():
         raise typer.Exit(1) from None
 
 
-def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool) -> dict:
-    """Resolve the config; print it (--dry-run) or run the pipeline."""
+def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool,
+            preprocess_only: bool = False) -> dict:
+    """Resolve the config; print it (--dry-run), only fill the data caches (--preprocess-only) or run."""
     from tlab import config
 
     cfg = config.load(config_file, flags, overrides, defaults=defaults)
@@ -65,10 +66,12 @@ def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: 
         return {}
     from tlab import pipeline
 
+    if preprocess_only:
+        return pipeline.preprocess(cfg, echo=typer.echo)
     return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False))
 
 
-from tlab.cli import info, pretrain  # noqa: E402,F401  (commands register on `app`)
+from tlab.cli import evaluate, finetune, info, predict, pretrain  # noqa: E402,F401  (commands register on `app`)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ def pretrain(
     resume: o.Resume = None,
     overwrite: o.Overwrite = None,
     dry_run: o.DryRun = False,
+    preprocess_only: Annotated[bool, typer.Option("--preprocess-only", help="Train the tokenizer, tokenize and pack the corpus into the cache, then exit: run once before a multi-node launch so ranks do not wait on tokenization.", rich_help_panel="Run")] = False,
     overrides: o.Overrides = None,
 ) -> None:
     """Pretrain a language model on unlabeled text. With no flags: a small ModernBERT-style masked LM on the
@@ -50,10 +51,10 @@ def pretrain(
             from tlab.errors import TlabError
 
             raise TlabError(f"unknown objective {objective!r}: use mlm or clm")
-        flags = o.common_flags(**{k: v for k, v in locals().items() if k not in ("objective", "preset", "block_size", "vocab_size", "tokenizer", "config", "dry_run", "overrides")})
+        flags = o.common_flags(**{k: v for k, v in locals().items() if k not in ("objective", "preset", "block_size", "vocab_size", "tokenizer", "config", "dry_run", "overrides", "preprocess_only")})
         flags.update({"task": objective, "model.preset": preset, "data.block_size": block_size,
                       "model.vocab_size": vocab_size, "model.tokenizer": tokenizer})
-        execute(PRETRAIN_DEFAULTS, flags, config, overrides, dry_run)
+        execute(PRETRAIN_DEFAULTS, flags, config, overrides, dry_run, preprocess_only)
 
 
 # The main job's defaults: sized to finish in about 2 minutes on 2 CPU cores.

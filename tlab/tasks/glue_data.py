@@ -16,8 +16,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Iterator, Mapping, Optional, Sequence
 
-import datasets
-
 from tlab.errors import TlabError
 
 _FILES = MappingProxyType({"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"})
@@ -61,11 +59,9 @@ class GlueSpec:
     def num_labels(self) -> int:
         return 1 if self.label_names is None else len(self.label_names)
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(self.split_files)
 
-
+# Positional fields: name, folder, hub_config, text_a, text_b, label_column, label_names, raw_labels, metrics,
+# main_metric, hub_text.
 _NLI = ("entailment", "not_entailment")
 _01 = ("0", "1")
 GLUE_TASKS: dict[str, GlueSpec] = {
@@ -127,7 +123,7 @@ def available_splits(spec: GlueSpec, data_dir: str | Path) -> list[str]:
 
 
 def _lines(path: Path, newline: str) -> Iterator[str]:
-    """Lines of a UTF-8 file; "-sig" drops MRPC's BOM so its first column is "Quality", not "\ufeffQuality"."""
+    """Lines of a UTF-8 file; "-sig" drops MRPC's BOM so its first column is "Quality", not BOM + "Quality"."""
     try:
         with open(path, encoding="utf-8-sig", newline=newline) as f:
             yield from f
@@ -139,7 +135,7 @@ def _table_records(path: Path, names: Optional[Sequence[str]] = None, tsv: bool 
     """(line number, {column: value}) of each non-blank row, keyed by the header (or `names` if headerless).
 
     TSVs (GLUE's and users') are read unquoted: GLUE text holds bare `"`, which CSV quoting would swallow across
-    lines. Splitting on "\n" only (not str.splitlines) keeps rare \x85 / \u2028 characters inside the text.
+    lines. Splitting on newlines only (not str.splitlines) keeps rare U+0085 / U+2028 characters in the text.
     CSVs are ordinary quoted CSV; csv's line_num is where a row ends (quoted fields may span lines)."""
     if tsv:
         rows = ((n, line.rstrip("\n").rstrip("\r").split("\t")) for n, line in enumerate(_lines(path, "\n"), 1))
@@ -149,8 +145,8 @@ def _table_records(path: Path, names: Optional[Sequence[str]] = None, tsv: bool 
     header = names
     try:
         for lineno, fields in rows:
-            if not any(x.strip() for x in fields):
-                continue  # truly blank line
+            if len(fields) <= 1 and not "".join(fields).strip():
+                continue  # a truly blank line (a row of empty fields still has its tabs/commas and is kept)
             # CoLA train/dev have no header, but its official test.tsv does ("index<TAB>sentence").
             if header is None or (header is names and lineno == 1 and fields[0] == "index"):
                 header = [h.strip() for h in fields]
@@ -185,31 +181,28 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
                 raise TlabError(f"{path} line {lineno} is not valid JSON ({e.msg})") from None
 
 
-def _label_parser(path: Path, label_names: Optional[Sequence[str]], accepted: Mapping[str, int]):
-    """parse(value, lineno) -> class index via `accepted` (file value -> index), or a float when label_names is None."""
-    if label_names is None:
-        def parse(value, lineno):
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise TlabError(f"label {value!r} in {path} line {lineno} is not a number (regression task)") from None
-        return parse
-
-    def parse(value, lineno):
-        key = value.strip() if isinstance(value, str) else value
-        if isinstance(key, float) and key.is_integer():  # JSON may write class 1 as 1.0
-            key = int(key)
-        if isinstance(key, int) and not isinstance(key, bool):
-            key = str(key)
-        if isinstance(key, str) and key in accepted:
-            return accepted[key]
-        raise TlabError(f"unknown label {value!r} in {path} line {lineno}; expected one of {', '.join(accepted)}")
-    return parse
+def _parse_label(value, accepted: Optional[Mapping[str, int]], path: Path, lineno: int):
+    """Class index via `accepted` (file value -> index), or a float for regression (accepted is None)."""
+    if accepted is None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TlabError(f"label {value!r} in {path} line {lineno} is not a number (regression task)") from None
+    key = value.strip() if isinstance(value, str) else value
+    if isinstance(key, float) and key.is_integer():  # JSON may write class 1 as 1.0
+        key = int(key)
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    if isinstance(key, str) and key in accepted:
+        return accepted[key]
+    raise TlabError(f"unknown label {value!r} in {path} line {lineno}; expected one of {', '.join(accepted)}")
 
 
 def _build(path: Path, records: Iterator[tuple[int, dict]], text_a: str, text_b: Optional[str],
-           label_column: Optional[str], parse, regression: bool, need_label: bool) -> datasets.Dataset:
-    """Columns text_a/text_b/label from (line number, record) pairs; checks columns once, on the first record."""
+           label_column: Optional[str], accepted: Optional[Mapping[str, int]], need_label: bool) -> datasets.Dataset:
+    """text_a/text_b/label columns from (line number, record) pairs; columns are checked on the first record."""
+    import datasets  # here, not at the top: `tlab tasks` reads the table above without loading datasets
+
     cols: dict[str, list] = {"text_a": [], "text_b": [], "label": []}
     names = [("text_a", text_a)] + ([("text_b", text_b)] if text_b else [])
     checked = has_label = False
@@ -225,40 +218,43 @@ def _build(path: Path, records: Iterator[tuple[int, dict]], text_a: str, text_b:
             checked = True
         for out, col in names:
             value = rec.get(col)
-            if not isinstance(value, str):  # JSON null / number / missing key in a later record
+            if not isinstance(value, str):  # JSON null / number / a key missing from a later record
                 raise TlabError(f"{path} line {lineno}: column {col!r} holds {value!r}, not text")
             cols[out].append(value)
         if has_label and label_column not in rec:
             raise TlabError(f"{path} line {lineno} lacks column {label_column!r}")
-        cols["label"].append(parse(rec[label_column], lineno) if has_label else -1)
+        cols["label"].append(_parse_label(rec[label_column], accepted, path, lineno) if has_label else -1)
     if not checked:
         raise TlabError(f"{path} is empty (no data rows)")
     if not text_b:
         del cols["text_b"]
     features = datasets.Features({k: datasets.Value("string") for k in cols if k != "label"})
-    features["label"] = datasets.Value("float32" if regression else "int64")
+    features["label"] = datasets.Value("float32" if accepted is None else "int64")
     return datasets.Dataset.from_dict(cols, features=features)
+
+
+def _check_split(spec: GlueSpec, split: str) -> None:
+    if split not in spec.split_files:
+        raise TlabError(f"task {spec.name} has no split '{split}' (splits: {', '.join(spec.split_files)})")
 
 
 def load_glue_split(spec: GlueSpec, data_dir: str | Path, split: str) -> datasets.Dataset:
     """One split of a GLUE task from its official TSV file (DIR/<folder>/<file> or DIR/<file>)."""
-    if split not in spec.split_files:
-        raise TlabError(f"task {spec.name} has no split '{split}' (splits: {', '.join(spec.splits)})")
+    _check_split(spec, split)
     path = resolve_task_dir(spec, data_dir) / spec.split_files[split]
     if not path.is_file():
         raise TlabError(f"{spec.name} {split} data not found: {path} does not exist; point --data-dir at the GLUE "
                         f"root or the {spec.folder} folder holding {spec.split_files[split]}")
-    parse = _label_parser(path, spec.label_names, spec.label_map)  # official files: raw values only, strictly
-    records = _table_records(path, spec.column_names)
-    # Official test files carry no labels; every other split must.
-    return _build(path, records, spec.text_a, spec.text_b, spec.label_column, parse, spec.is_regression,
-                  need_label=split not in spec.test_splits)
+    # Official files are read strictly: only their own label values. Test files carry no labels (-> -1).
+    return _build(path, _table_records(path, spec.column_names), spec.text_a, spec.text_b, spec.label_column,
+                  None if spec.is_regression else spec.label_map, need_label=split not in spec.test_splits)
 
 
 def load_glue_hub(spec: GlueSpec, split: str) -> datasets.Dataset:
     """One split of `nyu-mll/glue` (needs the Hub or a filled cache), with tlab's column names."""
-    if split not in spec.split_files:
-        raise TlabError(f"task {spec.name} has no split '{split}' (splits: {', '.join(spec.splits)})")
+    import datasets
+
+    _check_split(spec, split)
     try:
         ds = datasets.load_dataset("nyu-mll/glue", spec.hub_config, split=split)
     except Exception as e:  # offline, DNS, missing cache: all end the same way for the user
@@ -276,8 +272,8 @@ def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label
                      label_names: Optional[Sequence[str]], *, require_label: bool = True) -> datasets.Dataset:
     """A user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl file as text_a/text_b/label.
 
-    Labels may be written as names (e.g. "positive") or indices into label_names; label_names None means
-    regression (float labels). With require_label=False a file without the label column gets label -1."""
+    Labels may be names (e.g. "positive") or indices into label_names; label_names None means regression
+    (float labels). With require_label=False a file without the label column gets label -1 (prediction)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TlabError(f"data file {path} does not exist")
@@ -287,10 +283,6 @@ def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label
     if ext not in (".csv", ".tsv", ".json", ".jsonl"):
         raise TlabError(f"cannot read {path}: use a .csv, .tsv, .json or .jsonl file")
     records = _json_records(path) if ext.startswith(".json") else _table_records(path, tsv=ext == ".tsv")
-    accepted: dict[str, int] = {}
-    if label_names is not None:
-        accepted = {str(i): i for i in range(len(label_names))} | {n: i for i, n in enumerate(label_names)}
-    parse = _label_parser(path, label_names, accepted)
-    return _build(path, records, text_a, text_b, label_column, parse, label_names is None,
-                  need_label=require_label)
-
+    accepted = None if label_names is None else (
+        {str(i): i for i in range(len(label_names))} | {n: i for i, n in enumerate(label_names)})
+    return _build(path, records, text_a, text_b, label_column, accepted, need_label=require_label)

@@ -81,15 +81,16 @@ def prepare(cfg: RunConfig, accelerator, log):
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
 
+    world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability)
     eval_loaders = {}
     if eval_blocks is not None:
-        eval_loaders["validation"] = torch.utils.data.DataLoader(data.Blocks(eval_blocks), batch_size=cfg.train.eval_batch(),
+        eval_loaders["validation"] = torch.utils.data.DataLoader(data.Blocks(eval_blocks), batch_size=cfg.train.eval_batch() * world,
                                                                  collate_fn=collate)
     job = Job(
         model=model,
         train_data=data.Blocks(train_blocks),
-        train_batches=data.EpochBatches(len(train_blocks), cfg.train.batch_size, cfg.train.seed),
+        train_batches=data.EpochBatches(len(train_blocks), cfg.train.batch_size * world, cfg.train.seed),
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, mlm=mlm, seed=cfg.train.seed),

@@ -1,0 +1,72 @@
+"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tlab.cli import app, execute, options as o, user_errors
+
+FINETUNE_DEFAULTS = {"task": "sst2", "train.lr": 5e-5, "train.epochs": 3.0, "train.warmup": 0.06,
+                     "train.batch_size": 32, "data.validation_fraction": 0.05}
+
+
+@app.command()
+def finetune(
+    task: o.Task = None,
+    model: o.Model = None,
+    data_dir: o.DataDir = None,
+    train_file: o.TrainFile = None,
+    validation_file: o.ValidationFile = None,
+    text_a: Annotated[Optional[str], typer.Option("--text-a", help="First text column of --train-file/--validation-file.", rich_help_panel="Data")] = None,
+    text_b: Annotated[Optional[str], typer.Option("--text-b", help="Second text column (sentence pairs).", rich_help_panel="Data")] = None,
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="Label column of your files.", rich_help_panel="Data")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate inputs to this many tokens.", rich_help_panel="Data")] = None,
+    freeze: Annotated[Optional[str], typer.Option("--freeze", help="none | embeddings | layers:N | encoder (only the head trains).", rich_help_panel="Model")] = None,
+    lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (0 = full fine-tuning); the saved model is merged.", rich_help_panel="Model")] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha.", rich_help_panel="Model")] = None,
+    lora_targets: Annotated[Optional[list[str]], typer.Option("--lora-target", help="Module name LoRA adapts (repeatable).", rich_help_panel="Model")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping after N evaluations without gain.", rich_help_panel="Training")] = None,
+    config: o.ConfigFile = None,
+    output_dir: o.OutputDir = None,
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = None,
+    grad_accum: o.GradAccum = None,
+    lr: o.Lr = None,
+    seed: o.Seed = None,
+    precision: o.Precision = None,
+    eval_every: o.EvalEvery = None,
+    save_every: o.SaveEvery = None,
+    gradient_checkpointing: o.GradientCheckpointing = None,
+    compile: o.Compile = None,
+    resume: o.Resume = None,
+    overwrite: o.Overwrite = None,
+    dry_run: o.DryRun = False,
+    overrides: o.Overrides = None,
+) -> None:
+    """Fine-tune a checkpoint on a GLUE task, evaluate it, keep the best checkpoint and save it.
+
+    [dim]Examples:[/dim]
+      tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3
+      tlab finetune --task mrpc --model bert-base-uncased --lora-r 8
+      accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
+    """
+    with user_errors():
+        flags = o.common_flags(task=task, model=model, data_dir=data_dir, train_file=train_file,
+                               validation_file=validation_file, output_dir=output_dir, max_steps=max_steps, epochs=epochs,
+                               batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed, precision=precision,
+                               eval_every=eval_every, save_every=save_every, gradient_checkpointing=gradient_checkpointing,
+                               compile=compile, resume=resume, overwrite=overwrite)
+        flags.update({"data.text_a_column": text_a, "data.text_b_column": text_b, "data.label_column": label_column,
+                      "data.max_length": max_length, "model.freeze": freeze, "model.lora_r": lora_r,
+                      "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience})
+        if task is not None:
+            from tlab.tasks import info
+
+            if info(task).family == "pretraining":
+                from tlab.errors import TlabError
+
+                raise TlabError(f"{task} is a pretraining objective: use `tlab pretrain --objective {task}`")
+        execute(FINETUNE_DEFAULTS, flags, config, overrides, dry_run)

@@ -1,0 +1,46 @@
+"""A fine-tuned classifier ready to predict: tokenizer + model from a run directory or model directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from tlab import modeling
+from tlab.errors import TlabError
+
+
+@dataclass
+class Classifier:
+    model: object
+    tokenizer: object
+    max_length: int = 512
+
+    @classmethod
+    def load(cls, name: str) -> "Classifier":
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        path = modeling.resolve_checkpoint(name)
+        config = AutoConfig.from_pretrained(path)
+        if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+            raise TlabError(f"{name} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
+        model = modeling.load_pretrained(AutoModelForSequenceClassification, path).eval()
+        return cls(model, modeling.load_tokenizer(path), modeling.max_positions(config) or 512)
+
+    def __call__(self, pairs: list[tuple[str, Optional[str]]]) -> list[tuple[Optional[str], float]]:
+        """(label, probability) per input, or (None, score) for a regression model."""
+        firsts = [a for a, _ in pairs]
+        seconds = [b for _, b in pairs]
+        if any(b is None for b in seconds) and not all(b is None for b in seconds):
+            raise TlabError("mix of single sentences and pairs: give every input a second sentence or none")
+        enc = self.tokenizer(firsts, None if seconds[0] is None else seconds, truncation=True, padding=True,
+                             max_length=self.max_length, return_tensors="pt")
+        with torch.no_grad():
+            logits = self.model(**enc).logits.float()
+        if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
+            return [(None, float(v)) for v in logits.squeeze(-1)]
+        probs = logits.softmax(-1)
+        best = probs.argmax(-1)
+        names = self.model.config.id2label
+        return [(names[int(i)], float(p[i])) for i, p in zip(best, probs)]
