@@ -13,7 +13,8 @@ from tlab.errors import TlabError
 PASSED, FAILED = 0, 1  # bad input exits with TlabError.exit_code (2)
 
 
-def parse_minimums(items: list[str]) -> dict[str, float]:
+def parse_bounds(items: list[str], flag: str) -> dict[str, float]:
+    """["accuracy=0.9"] -> {"accuracy": 0.9}."""
     found = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -22,7 +23,7 @@ def parse_minimums(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise TlabError(f"--min {item!r} is not of the form metric=value (e.g. accuracy=0.9)")
+            raise TlabError(f"{flag} {item!r} is not of the form metric=value (e.g. accuracy=0.9)")
     return found
 
 
@@ -33,14 +34,15 @@ def eval_command(
     data_dir: o.DataDir = None,
     validation_file: o.ValidationFile = None,
     minimum: Annotated[Optional[list[str]], typer.Option("--min", help="Gate: metric=value; exit 1 when the metric is below it (repeatable).")] = None,
+    maximum: Annotated[Optional[list[str]], typer.Option("--max", help="Gate: metric=value; exit 1 when the metric is above it, e.g. perplexity=40.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", help="Write the results as JSON to this file.")] = None,
     batch_size: o.BatchSize = None,
     precision: o.Precision = None,
     config: o.ConfigFile = None,
     overrides: o.Overrides = None,
 ) -> None:
-    """Evaluate a checkpoint on a task's validation data. Exit 0 when every --min holds, 1 when one fails,
-    2 on bad input.
+    """Evaluate a checkpoint on a task's validation data. Exit 0 when every --min/--max holds, 1 when one
+    fails, 2 on bad input.
 
     [dim]Example (a CI gate):[/dim]  tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json
     """
@@ -48,7 +50,8 @@ def eval_command(
     with user_errors():
         from tlab import config as config_mod, outputs, pipeline
 
-        minimums = parse_minimums(minimum or [])
+        bounds = [(m, ">=", v) for m, v in parse_bounds(minimum or [], "--min").items()]
+        bounds += [(m, "<=", v) for m, v in parse_bounds(maximum or [], "--max").items()]
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
         flags["train.eval_batch_size"] = batch_size
@@ -57,19 +60,22 @@ def eval_command(
 
         info(cfg.task)  # an unknown task fails before any model is loaded
         results = pipeline.evaluate(cfg)
-        unknown = [m for m in minimums if m not in results["metrics"]]
+        unknown = [m for m, _, _ in bounds if m not in results["metrics"]]
         if unknown:
-            raise TlabError(f"--min names metric(s) {', '.join(unknown)} that task {cfg.task} does not report "
+            raise TlabError(f"--min/--max name metric(s) {', '.join(unknown)} that task {cfg.task} does not report "
                             f"(it reports: {', '.join(results['metrics'])})")
-        results["gates"] = {m: {"min": v, "value": results["metrics"][m], "passed": results["metrics"][m] >= v} for m, v in minimums.items()}
-        results["passed"] = all(g["passed"] for g in results["gates"].values())
+        results["gates"] = [
+            {"metric": m, "op": op, "bound": v, "value": results["metrics"][m],
+             "passed": results["metrics"][m] >= v if op == ">=" else results["metrics"][m] <= v}
+            for m, op, v in bounds
+        ]
+        results["passed"] = all(g["passed"] for g in results["gates"])
         if output:
             outputs.write_json(Path(output), results)
         typer.echo(f"{cfg.task} on {', '.join(results['splits'])} ({results['examples']} examples, {results['eval_seconds']:.1f} s)")
         for name, value in results["metrics"].items():
-            gate = results["gates"].get(name)
-            mark = "" if gate is None else ("  >= %g ok" % gate["min"] if gate["passed"] else "  < %g FAILED" % gate["min"])
-            typer.echo(f"  {name:24s} {value:.4f}{mark}")
+            marks = [f"{g['op']} {g['bound']:g} {'ok' if g['passed'] else 'FAILED'}" for g in results["gates"] if g["metric"] == name]
+            typer.echo(f"  {name:24s} {value:.4f}  {'; '.join(marks)}".rstrip())
         if not results["passed"]:
             code = FAILED
     raise typer.Exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tlab import data, modeling
@@ -59,20 +60,30 @@ def get_tokenizer(cfg: RunConfig, train):
     return tokenizer
 
 
-def prepare(cfg: RunConfig, accelerator, log):
-    """Corpus -> tokenizer -> packed blocks -> model; returns (Job, tokenizer, summary lines)."""
+def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
+    """Corpus -> tokenizer -> packed blocks -> model; returns (Job, tokenizer, summary).
+    With train=False (tlab eval) only the validation text of a trained model is prepared."""
     mlm = cfg.task == "mlm"
     block = cfg.data.block_size
+    if not train and not cfg.model.name_or_path:
+        raise TlabError("tlab eval needs --model (a tlab run directory or a model directory)")
     with accelerator.main_process_first():  # rank 0 tokenizes and caches; the others then read the cache
-        train, validation = load_texts(cfg)
-        tokenizer = get_tokenizer(cfg, train)
+        if train:
+            train_texts, validation = load_texts(cfg)
+        else:
+            validation_file = cfg.data.validation_file
+            train_texts, validation = None, data.load_corpus(
+                data.expand_files([validation_file]) if validation_file else [DEFAULT_VALIDATION], cfg.data.text_column)
+            if cfg.data.max_eval_samples:
+                validation = validation.select(range(min(cfg.data.max_eval_samples, len(validation))))
+        tokenizer = get_tokenizer(cfg, train_texts)
         model = modeling.build_lm(cfg.model, cfg.task, tokenizer, block)
 
         def blocks_of(ds):
             tokenized = data.tokenize_corpus(ds, tokenizer, add_special_tokens=mlm, append_eos=not mlm, num_proc=cfg.data.num_proc)
             return data.packed_blocks(tokenized, block)
 
-        train_blocks = blocks_of(train)
+        train_blocks = blocks_of(train_texts) if train else np.zeros((1, block), dtype=np.int32)
         eval_blocks = blocks_of(validation) if validation is not None else None
     if len(train_blocks) == 0:
         raise TlabError(f"the training corpus holds fewer tokens than one block of {block}: lower --block-size or add text")
@@ -99,9 +110,9 @@ def prepare(cfg: RunConfig, accelerator, log):
         restore_best=False,
     )
     summary = {
-        "train_blocks": len(train_blocks),
+        "train_blocks": len(train_blocks) if train else 0,
         "train_tokens": int(len(train_blocks) * block),
-        "validation_blocks": 0 if eval_blocks is None else len(eval_blocks),
+        "validation_examples": 0 if eval_blocks is None else len(eval_blocks),
         "vocab_size": len(tokenizer),
         "model_type": model.config.model_type,
     }
