@@ -19,8 +19,8 @@
 #     distributed launch would keep all other ranks waiting in a collective until it times out.
 #  2. `srun` starts one task per node (--ntasks-per-node=1); each runs `accelerate launch` with its own
 #     --machine_rank ($SLURM_NODEID) and the first node as --main_process_ip.
-# Add `--config_file configs/accelerate/fsdp.yaml` (or deepspeed_zero2.yaml) to LAUNCH_ARGS for sharded training;
-# --num_machines, --machine_rank, --main_process_ip and --num_processes given here win over the file.
+# Sharded training: LAUNCH_ARGS="--config_file configs/accelerate/fsdp.yaml" (or deepspeed_zero2.yaml).
+# TLAB_ARGS is split on spaces: a path with spaces needs a --config YAML instead.
 # To continue a run after a time limit or failure, submit again with TLAB_ARGS ending in "--resume".
 
 #SBATCH --job-name=tlab
@@ -37,7 +37,9 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 TLAB_COMMAND=${TLAB_COMMAND:-pretrain}     # pretrain | finetune
 TLAB_ARGS=${TLAB_ARGS:-"--objective mlm --preset bert-base --block-size 128 --batch-size 64 --max-steps 10000 --precision bf16"}
 OUTPUT_DIR=${OUTPUT_DIR:-runs/${SLURM_JOB_NAME:-tlab}-${SLURM_JOB_ID:-local}}
-LAUNCH_ARGS=${LAUNCH_ARGS:-}               # e.g. "--config_file configs/accelerate/fsdp.yaml"
+# DDP by default; configs/accelerate/fsdp.yaml or deepspeed_zero2.yaml for sharded training. The node count,
+# process count, machine rank and address given below win over the file's values.
+LAUNCH_ARGS=${LAUNCH_ARGS:-"--config_file configs/accelerate/multi_node.yaml"}
 VENV=${VENV:-.venv}
 export TLAB_CACHE=${TLAB_CACHE:-$PWD/.tlab-cache}
 export HF_DATASETS_CACHE=${HF_DATASETS_CACHE:-$TLAB_CACHE/datasets}
@@ -63,18 +65,16 @@ if [[ $TLAB_COMMAND == pretrain ]]; then
   srun --nodes=1 --ntasks=1 python -m tlab pretrain $TLAB_ARGS --preprocess-only
 fi
 
-# 2. One launcher per node. Single quotes: SLURM_NODEID must expand on each node, not here.
+# 2. One launcher per node; each starts GPUS_PER_NODE ranks. Single quotes: the variables expand on each node
+#    (srun passes this environment on), so SLURM_NODEID is that node's own index, 0..NNODES-1.
+export NNODES NUM_PROCESSES MAIN_HOST MAIN_PORT TLAB_COMMAND TLAB_ARGS OUTPUT_DIR LAUNCH_ARGS
 # shellcheck disable=SC2016
 srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
-  exec accelerate launch \
-    --multi_gpu \
-    --num_machines '"$NNODES"' \
-    --num_processes '"$NUM_PROCESSES"' \
+  exec accelerate launch $LAUNCH_ARGS \
+    --num_machines "$NNODES" \
+    --num_processes "$NUM_PROCESSES" \
     --machine_rank "$SLURM_NODEID" \
-    --main_process_ip '"$MAIN_HOST"' \
-    --main_process_port '"$MAIN_PORT"' \
-    --rdzv_backend static \
-    --same_network \
-    '"$LAUNCH_ARGS"' \
-    -m tlab '"$TLAB_COMMAND"' '"$TLAB_ARGS"' --output-dir '"$OUTPUT_DIR"'
+    --main_process_ip "$MAIN_HOST" \
+    --main_process_port "$MAIN_PORT" \
+    -m tlab "$TLAB_COMMAND" $TLAB_ARGS --output-dir "$OUTPUT_DIR"
 '

@@ -206,10 +206,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(clm_runs):
 @pytest.mark.slow
 def test_distributed_evaluation_counts_each_block_once(clm_runs):
     one, two = clm_runs["one_metrics"], clm_runs["two_metrics"]
-    assert one["validation_blocks"] == two["validation_blocks"]
+    assert one["validation_examples"] == two["validation_examples"]
     # 37 blocks in global batches of 16: the last batch of 5 is padded on one rank, and the pad must not count.
-    assert two["validation_blocks"] % 16 % 2 == 1
-    assert two["final"]["tokens"] == one["final"]["tokens"] == one["validation_blocks"] * 63
+    assert two["validation_examples"] % 16 % 2 == 1
+    assert two["final"]["tokens"] == one["final"]["tokens"] == one["validation_examples"] * 63
     assert two["final"]["loss"] == pytest.approx(one["final"]["loss"], rel=EVAL_RTOL)
 
 

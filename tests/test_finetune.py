@@ -40,7 +40,7 @@ def sst2_dir(tmp_path: Path, train_rows: int = 480, dev_rows: int = 200) -> Path
 def finetune_cfg(out: Path, data_dir: Path, *extra: str, task: str = "sst2"):
     return config.load(
         flags={"task": task, "model.name_or_path": MINILM, "data.data_dir": str(data_dir), "output_dir": str(out)},
-        overrides=["train.batch_size=16", "train.lr=1e-4", "train.warmup=0.1", "train.log_every=5", *extra],
+        overrides=["train.batch_size=16", "train.lr=2e-4", "train.warmup=0.1", "train.log_every=5", *extra],
     )
 
 
@@ -48,7 +48,7 @@ def finetune_cfg(out: Path, data_dir: Path, *extra: str, task: str = "sst2"):
 def sst2_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sst2")
     data_dir = sst2_dir(tmp)
-    metrics = pipeline.run(finetune_cfg(tmp / "run", data_dir, "train.max_steps=30", "train.eval_every=15"), echo=lambda m: None)
+    metrics = pipeline.run(finetune_cfg(tmp / "run", data_dir, "train.max_steps=60", "train.eval_every=30"), echo=lambda m: None)
     return tmp / "run", data_dir, metrics
 
 
@@ -151,8 +151,10 @@ def test_stsb_regression_on_real_rows(tmp_path):
     cfg = finetune_cfg(tmp_path / "stsb", SAMPLE_GLUE, "train.max_steps=4", task="stsb")
     metrics = pipeline.run(cfg, echo=lambda m: None)
     assert {"pearson", "spearmanr", "loss"} <= set(metrics["final"])
-    saved = json.loads((tmp_path / "stsb" / "model" / "config.json").read_text())
-    assert saved["num_labels"] == 1 and saved["problem_type"] == "regression"
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(tmp_path / "stsb" / "model")
+    assert saved.num_labels == 1 and saved.problem_type == "regression"
 
 
 def test_bad_finetune_inputs(tmp_path):

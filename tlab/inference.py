@@ -21,6 +21,9 @@ class Classifier:
     def load(cls, name: str) -> "Classifier":
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
+        from tlab.pipeline import quiet_libraries
+
+        quiet_libraries()
         path = modeling.resolve_checkpoint(name)
         config = AutoConfig.from_pretrained(path)
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):

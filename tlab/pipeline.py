@@ -27,7 +27,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     from tlab import train
 
     outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite)  # fail fast, before loading anything
-    _quiet_libraries()
+    quiet_libraries()
     run_dir_path = Path(cfg.output_dir)
     accelerator = train.make_accelerator(cfg, project_dir=str(run_dir_path))
     say = echo if accelerator.is_main_process else (lambda _msg: None)
@@ -81,11 +81,14 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
         raise
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """tlab prints its own progress; the libraries' per-step bars and advice would bury it."""
+    import warnings
+
     import datasets
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -125,7 +128,7 @@ def versions() -> dict[str, str]:
 
 def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Tokenizer, tokenized and packed data into the caches, nothing else: run it once before a large launch."""
-    _quiet_libraries()
+    quiet_libraries()
     from tlab import train
 
     accelerator = train.make_accelerator(cfg, project_dir=None)
@@ -137,7 +140,7 @@ def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
 def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Score a checkpoint on a task's validation split(s): the same task code, training skipped."""
     task = tasks.get(cfg.task)
-    _quiet_libraries()
+    quiet_libraries()
     from tlab import train
 
     accelerator = train.make_accelerator(cfg, project_dir=None)

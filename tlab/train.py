@@ -171,7 +171,7 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
                 model.train()
                 run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
                 accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
-                bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))
                 improved = _track_best(state, last_eval, job)
                 if improved or state.step % save_every == 0 or at_end:
                     _save(accelerator, run, state, cfg, improved)

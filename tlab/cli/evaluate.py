@@ -55,7 +55,7 @@ def eval_command(
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
         flags["train.eval_batch_size"] = batch_size
-        cfg = config_mod.load(config, flags, overrides, defaults={"task": "sst2", "data.validation_fraction": 0.0})
+        cfg = config_mod.load(config, flags, overrides, defaults={"task": "sst2", "data.validation_fraction": 0.05})
         from tlab.tasks import info
 
         info(cfg.task)  # an unknown task fails before any model is loaded
@@ -75,7 +75,8 @@ def eval_command(
         typer.echo(f"{cfg.task} on {', '.join(results['splits'])} ({results['examples']} examples, {results['eval_seconds']:.1f} s)")
         for name, value in results["metrics"].items():
             marks = [f"{g['op']} {g['bound']:g} {'ok' if g['passed'] else 'FAILED'}" for g in results["gates"] if g["metric"] == name]
-            typer.echo(f"  {name:24s} {value:.4f}  {'; '.join(marks)}".rstrip())
+            shown = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+            typer.echo(f"  {name:24s} {shown:>10s}  {'; '.join(marks)}".rstrip())
         if not results["passed"]:
             code = FAILED
     raise typer.Exit(code)

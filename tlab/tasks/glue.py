@@ -42,6 +42,8 @@ def validation_sets(cfg: RunConfig, spec, train=None) -> tuple[dict, object]:
             return found, train
     elif not d.train_files:
         return {s: load_split(cfg, spec, s) for s in spec.validation_splits}, train
+    if train is None and d.data_dir and "train" in glue_data.available_splits(spec, d.data_dir) and d.validation_fraction > 0:
+        return held_out_by_sentence(load_split(cfg, spec, "train"), d.validation_fraction, cfg.train.seed)[0], None
     if train is None:
         raise TlabError(f"no {spec.name} validation data: give --validation-file or a --data-dir holding "
                         f"{spec.split_files[spec.validation_splits[0]]}")
@@ -51,8 +53,9 @@ def validation_sets(cfg: RunConfig, spec, train=None) -> tuple[dict, object]:
 
 
 def held_out_by_sentence(train, fraction: float, seed: int):
-    """Split off `fraction` of the distinct first sentences: a sentence seen in validation is never trained on
-    (SST-2 repeats phrases, so a row-level split would leak)."""
+    """Split off `fraction` of the distinct first sentences as split "heldout": a sentence seen in validation is
+    never trained on (SST-2 repeats phrases, so a row-level split would leak). Depends only on the text and the
+    seed, so `tlab eval` with the same --data-dir and seed finds the same held-out rows."""
 
     def held(text: str) -> bool:
         digest = hashlib.sha1(f"{seed}:{text.strip().lower()}".encode()).digest()
@@ -63,7 +66,7 @@ def held_out_by_sentence(train, fraction: float, seed: int):
     rest = train.select([i for i, f in enumerate(flags) if not f])
     if len(validation) == 0 or len(rest) == 0:
         raise TlabError("the training file is too small to hold out a validation part; give --validation-file")
-    return {"validation": validation}, rest
+    return {"heldout": validation}, rest
 
 
 def tokenize(ds, tokenizer, max_length: int, regression: bool):
