@@ -1,7 +1,7 @@
 """Pretraining throughput: tlab vs the plain transformers paths (run_mlm.py / run_clm.py style), side by side in one run.
 
-    python scripts/bench_pretrain.py                          # 60 steps per variant: ~15-20 min on 2 busy CPU cores
-    python scripts/bench_pretrain.py --steps 6 --out /tmp/b.md  # smoke run, ~3-4 min
+    python scripts/bench_pretrain.py                            # 60 steps per variant: ~12 min on 2 idle CPU cores
+    python scripts/bench_pretrain.py --steps 6 --out /tmp/b.md  # smoke run, ~2-3 min (numbers are noise)
     python scripts/bench_pretrain.py --only a,b               # just some variants (a, b, c, d)
 
 What it measures. Same corpus (WikiText-2 valid + test from ../shared/data, or --corpus; tlab's 5% line hold-out
@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -161,7 +160,10 @@ def run_tlab(cfg, args) -> dict:
 
     from tlab import pipeline
 
-    metrics = pipeline.run(cfg, echo=lambda m: say("  tlab: " + m))
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # tlab's progress bar writes its evaluation line to stdout
+        metrics = pipeline.run(cfg, echo=lambda m: say("  tlab: " + m))
     threads_after = torch.get_num_threads()
     run_dir = Path(cfg.output_dir)
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -290,6 +292,8 @@ def run_modernbert_step(blocks, tokenizer, args) -> dict:
     g = torch.Generator()
     g.manual_seed(args.seed)
     order = torch.randperm(len(blocks), generator=g)
+    if len(blocks) < args.steps * args.batch:
+        raise SystemExit(f"(c) needs {args.steps * args.batch} blocks, the corpus gives {len(blocks)}: lower --steps")
     ids = torch.tensor(blocks.select(order[: args.steps * args.batch].tolist())["input_ids"]).view(args.steps, args.batch, -1)
     batches = []
     for step_ids in ids:  # masking up front, outside the timer; inputs as tlab feeds them: input_ids + labels

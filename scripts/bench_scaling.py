@@ -1,6 +1,6 @@
 """Scaling and precision benchmark for tlab pretraining: processes, bf16 vs fp32, and model FLOPs utilisation.
 
-    python scripts/bench_scaling.py                          # 2-core CPU: ~3 min; a GPU machine adds ~6 min
+    python scripts/bench_scaling.py                          # 2-core CPU: ~1-2 min; a GPU machine adds ~5-10 min
     python scripts/bench_scaling.py --steps 3 --gpu-steps 3 --out /tmp/bench.md    # smoke run, ~1 min on CPU
 
 Runs `tlab pretrain` as a user would (subprocesses, tokens/s read from the run directory) and writes markdown to

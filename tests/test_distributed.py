@@ -5,7 +5,8 @@ silently starts one). Every test checks the world size it got, not only that the
 global batches that accelerate splits across ranks, so two processes x batch 4 must train on exactly the data of
 one process x batch 8: losses agree to float rounding, and evaluation counts every example once.
 
-About 1 minute on 2 CPU cores (7 launches of a 2-layer x 128 GPT-2 and one of all-MiniLM-L6-v2).
+About 1 minute on 2 CPU cores (5 launches of a 2-layer x 128 GPT-2, one fine-tune of all-MiniLM-L6-v2 on 200
+SST-2 rows, one failing FSDP launch); the config checks take a second.
 """
 
 from __future__ import annotations

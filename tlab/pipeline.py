@@ -60,16 +60,17 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
         run_dir.log({"event": "start", "time": time.time(), **facts})
 
         result = train.fit(cfg, job, accelerator, run_dir, say)
-        model = result.pop("model")
+        model, state_dict = result.pop("model"), result.pop("state_dict")
         model_path = None
         if accelerator.is_main_process:
-            model_path = run_dir.save_model(lambda path: tasks.save(task, model, tokenizer, path, cfg))
+            model_path = run_dir.save_model(lambda path: tasks.save(task, model, tokenizer, path, cfg, state_dict))
         metrics = {**facts, **result, "model_path": str(model_path) if model_path else None, "versions": versions(),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run_dir.write_metrics(metrics)
         run_dir.log({"event": "end", "time": time.time(), **{k: v for k, v in result.items() if k != "final"}})
         accelerator.wait_for_everyone()
         run_dir.finish()
+        accelerator.end_training()  # last collective first: this destroys the process group
         final = result["final"]
         say(f"done in {result['train_seconds']:.0f} s, {result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s: "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items()))

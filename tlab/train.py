@@ -37,8 +37,22 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
 
     cuda = torch.cuda.is_available()
     mixed = resolve_precision(cfg.train.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # set for each rank by torchrun and accelerate launch
+    if not cuda:
+        for env, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+            if os.environ.get(env, "").lower() in ("1", "true"):
+                raise TlabError(f"the accelerate config asks for {what}, which needs CUDA GPUs, and this machine has none "
+                                "(for CPU processes use torchrun --nproc_per_node N -m tlab ...)")
+    if not torch.distributed.is_initialized():  # accelerate's state is a per-process singleton: let a second run
+        from accelerate.state import AcceleratorState, GradientState  # in this process (tests, notebooks) set its own
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     try:
-        return Accelerator(
+        accelerator = Accelerator(
+            # Without a GPU, accelerate forms a (gloo) process group only when told to use the CPU; otherwise
+            # every rank of `torchrun --nproc_per_node 2` silently trains alone with world size 1.
+            cpu=launched > 1 and not cuda,
             mixed_precision=mixed,  # given explicitly, it wins over an accelerate config file
             gradient_accumulation_steps=cfg.train.grad_accum,
             log_with="tensorboard" if project_dir else None,
@@ -49,6 +63,10 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
         )
     except (ValueError, RuntimeError) as exc:
         raise TlabError(f"accelerate could not start: {str(exc).splitlines()[0]}") from None
+    if launched > 1 and accelerator.num_processes == 1:
+        raise TlabError(f"{launched} processes were launched but accelerate formed a group of {accelerator.num_processes} "
+                        f"({accelerator.distributed_type}); every rank would train alone")
+    return accelerator
 
 
 def precision_name(accelerator) -> str:
@@ -96,6 +114,10 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
     train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
                                                num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
     names = list(job.eval_loaders)
+    ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if ds_plugin is not None:  # DeepSpeed cannot read the micro-batch size off a batch-sampler loader
+        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = tc.batch_size
+        ds_plugin.deepspeed_config["gradient_clipping"] = tc.max_grad_norm
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *job.eval_loaders.values())
     eval_loaders = dict(zip(names, eval_loaders))
 
@@ -171,12 +193,13 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
                 model.train()
                 run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
                 accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
-                bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))
+                if accelerator.is_main_process:  # tqdm.write prints even where the bar is disabled
+                    bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))
                 improved = _track_best(state, last_eval, job)
                 if improved or state.step % save_every == 0 or at_end:
                     _save(accelerator, run, state, cfg, improved)
                 stop = tc.patience > 0 and state.evals_without_gain >= tc.patience
-                if stop:
+                if stop and accelerator.is_main_process:
                     bar.write(f"early stop: {job.main_metric} did not improve for {tc.patience} evaluations")
             elif state.step % save_every == 0:
                 _save(accelerator, run, state, cfg, False)
@@ -195,9 +218,13 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
     seconds = time.perf_counter() - train_start - pause_seconds
     if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
         accelerator.load_state(str(run.path / "checkpoints" / state.best_checkpoint))  # keep the best model
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it destroys the process group the caller still needs
+        tracker.finish()
     world = accelerator.num_processes
+    # Under FSDP each rank holds a shard: gather the full weights (a collective, so on every rank) for saving.
+    sharded = accelerator.distributed_type.name == "FSDP"
     return {
+        "state_dict": accelerator.get_state_dict(model) if sharded else None,
         "steps": state.step,
         "epochs": round(state.epoch + state.batches_in_epoch / max(1, len(train_loader)), 3),
         "final": last_eval,

@@ -54,10 +54,11 @@ def get(name: str):
     return importlib.import_module(info(name).module)
 
 
-def save(task_module, model, tokenizer, path, cfg) -> None:
-    """The task's own `save` (e.g. merging LoRA) or plain safetensors save_pretrained of model and tokenizer."""
+def save(task_module, model, tokenizer, path, cfg, state_dict=None) -> None:
+    """The task's own `save` (e.g. merging LoRA) or plain safetensors save_pretrained of model and tokenizer.
+    `state_dict` is the gathered full state of a sharded (FSDP) model."""
     custom = getattr(task_module, "save", None)
     if custom is not None:
-        return custom(model, tokenizer, path, cfg)
-    model.save_pretrained(path, safe_serialization=True)
+        return custom(model, tokenizer, path, cfg, state_dict)
+    model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(path)
