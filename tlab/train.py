@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -97,12 +97,10 @@ class FitState:
     best_metric: Optional[float] = None
     best_checkpoint: Optional[str] = None
     evals_without_gain: int = 0
-    history: list = field(default_factory=list)
 
 
 def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
     """Train `job.model` as cfg.train says; return the final and best evaluation metrics and throughput."""
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     tc: TrainConfig = cfg.train
