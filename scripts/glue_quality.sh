@@ -12,6 +12,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 mkdir -p "$OUT"
 ONLY=${ONLY:-sst2 mrpc stsb cola rte story}
 
+# Precision: PRECISION=fp32 to compare; bf16 is 1.3x faster on CPUs with AMX at equal accuracy (BENCHMARKS.md).
 # SST-2: only train.tsv is given, so tlab holds out 5% of the distinct sentences for validation (finetune and eval
 # carve the same rows: the split depends only on the sentence text and the seed).
 mkdir -p "$OUT/sst2-data/SST-2" && cp "$GLUE/SST-2/train.tsv" "$OUT/sst2-data/SST-2/"
@@ -20,18 +21,17 @@ run() {  # run TASK DATA_DIR extra-args...
   local task=$1 data=$2; shift 2
   local start=$(date +%s)
   tlab finetune --config configs/finetune/$task.yaml --model "$MINILM" --data-dir "$data" \
-      --output-dir "$OUT/$task" --overwrite "$@" > "$OUT/$task.log" 2>&1
-  tlab eval --task $task --model "$OUT/$task" --data-dir "$data" --output "$OUT/$task.json" $EVAL_EXTRA >> "$OUT/$task.log" 2>&1
+      --output-dir "$OUT/$task" --overwrite --precision ${PRECISION:-bf16} "$@" > "$OUT/$task.log" 2>&1
+  tlab eval --task $task --model "$OUT/$task" --data-dir "$data" --output "$OUT/$task.json" --precision ${PRECISION:-bf16} >> "$OUT/$task.log" 2>&1
   echo "$task: $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
 }
-EVAL_EXTRA=""
 for t in $ONLY; do
   case $t in
-    sst2) EVAL_EXTRA=""; run sst2 "$OUT/sst2-data" --epochs 2 --eval-every 1000 ;;
-    mrpc) EVAL_EXTRA=""; run mrpc "$GLUE" --epochs 5 ;;
-    stsb) EVAL_EXTRA=""; run stsb "$GLUE" --epochs 5 ;;
-    cola) EVAL_EXTRA=""; run cola "$GLUE" --epochs 4 ;;
-    rte)  EVAL_EXTRA=""; run rte "$GLUE" --epochs 5 --lr 3e-5 ;;
+    sst2) run sst2 "$OUT/sst2-data" --epochs 2 --eval-every 1000 ;;
+    mrpc) run mrpc "$GLUE" --epochs 5 ;;
+    stsb) run stsb "$GLUE" --epochs 5 ;;
+    cola) run cola "$GLUE" --epochs 4 ;;
+    rte)  run rte "$GLUE" --epochs 5 --lr 3e-5 ;;
     story)
       start=$(date +%s)
       tlab pretrain --output-dir "$OUT/story-pretrain" --overwrite --preset small --epochs 6 > "$OUT/story.log" 2>&1

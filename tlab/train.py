@@ -69,6 +69,25 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
     return accelerator
 
 
+def attention_kernels(accelerator):
+    """Context for forward passes. Under bf16 on a CPU, PyTorch's fused (flash) SDPA kernel is slow (its backward
+    took 13x the fp32 time here) while the math kernel lets the matmuls use the CPU's bf16 units: 1.7x the fp32
+    fine-tuning step on an AMX Xeon. Elsewhere the default kernel choice stands."""
+    from contextlib import nullcontext
+
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    return nullcontext()
+
+
+def cpu_has_bf16_units() -> bool:
+    """AMX (Sapphire Rapids and later): bf16 matmuls ~8x the fp32 rate, so --precision bf16 pays off."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 def precision_name(accelerator) -> str:
     return {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
 
