@@ -34,9 +34,9 @@ for t in $ONLY; do
     rte)  run rte "$GLUE" --epochs 5 --lr 3e-5 ;;
     story)
       start=$(date +%s)
-      tlab pretrain --output-dir "$OUT/story-pretrain" --overwrite --preset small --epochs 6 > "$OUT/story.log" 2>&1
+      tlab pretrain --output-dir "$OUT/story-pretrain" --overwrite --preset small --epochs 6 --precision ${PRECISION:-bf16} > "$OUT/story.log" 2>&1
       tlab finetune --task sst2 --model "$OUT/story-pretrain" --data-dir "$OUT/sst2-data" --output-dir "$OUT/story-sst2" \
-          --overwrite --epochs 1 --lr 2e-4 data.max_train_samples=30000 >> "$OUT/story.log" 2>&1
+          --overwrite --epochs 1 --lr 2e-4 --precision ${PRECISION:-bf16} data.max_train_samples=30000 >> "$OUT/story.log" 2>&1
       cp "$OUT/story-sst2/metrics.json" "$OUT/story.json"
       echo "story: $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt" ;;
   esac
