@@ -49,7 +49,7 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> None:
     parent = target.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK):
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise TlabError(f"output directory {path} is not writable")
 
 

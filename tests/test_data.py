@@ -1,0 +1,138 @@
+"""Tokenizer training, packing, masking and batching on real text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tlab import data, modeling
+
+
+@pytest.fixture(scope="module")
+def corpus(shakespeare):
+    return data.load_corpus(data.expand_files([str(shakespeare)]), "text")
+
+
+@pytest.fixture(scope="module")
+def wordpiece(corpus):
+    return modeling.train_tokenizer(iter(corpus["text"]), "mlm", 1000, corpus._fingerprint)
+
+
+def test_wordpiece_tokenizer_for_mlm(wordpiece):
+    tok = wordpiece
+    assert 900 <= len(tok) <= 1000
+    for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"):
+        assert token in tok.get_vocab()
+    ids = tok("First Citizen: we are accounted poor citizens.")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.unk_token_id not in ids
+    decoded = tok.decode(ids, skip_special_tokens=True)  # lower-cased; spacing around punctuation may differ
+    assert decoded.replace(" ", "") == "firstcitizen:weareaccountedpoorcitizens."
+
+
+def test_bpe_tokenizer_for_clm_round_trips(corpus):
+    tok = modeling.train_tokenizer(iter(corpus["text"]), "clm", 800, corpus._fingerprint)
+    assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id is not None
+    text = "Before we proceed any further, hear me speak."
+    assert tok.decode(tok(text)["input_ids"]) == text  # byte-level: lossless, any text
+
+
+def test_tokenizer_is_cached(corpus, wordpiece):
+    again = modeling.train_tokenizer(iter(["something else entirely"]), "mlm", 1000, corpus._fingerprint)
+    assert again.get_vocab() == wordpiece.get_vocab()
+
+
+def test_packing_keeps_every_token_in_order(corpus, wordpiece):
+    tokenized = data.tokenize_corpus(corpus, wordpiece, add_special_tokens=True, append_eos=False, num_proc=1)
+    every = np.concatenate([np.asarray(ids) for ids in tokenized["input_ids"]])
+    for block in (64, 100, 128):
+        blocks = data.pack(tokenized, block)
+        assert blocks.shape == (len(every) // block, block)
+        assert np.array_equal(blocks.reshape(-1), every[: blocks.size])  # only the last partial block is dropped
+        assert len(every) - blocks.size < block
+
+
+def test_packed_blocks_are_cached_and_memory_mapped(corpus, wordpiece):
+    tokenized = data.tokenize_corpus(corpus, wordpiece, add_special_tokens=True, append_eos=False, num_proc=1)
+    first = data.packed_blocks(tokenized, 64)
+    second = data.packed_blocks(tokenized, 64)
+    assert isinstance(second, np.memmap) and np.array_equal(first, second)
+    assert data.Blocks(second)[3].dtype == torch.int64
+
+
+def test_masking_rates(corpus, wordpiece):
+    tok = wordpiece
+    tokenized = data.tokenize_corpus(corpus, tok, add_special_tokens=True, append_eos=False, num_proc=1)
+    blocks = data.Blocks(data.pack(tokenized, 128))
+    collate = data.LMCollator(tok, mlm=True, mlm_probability=0.15)
+    torch.manual_seed(0)
+    originals = torch.stack([blocks[i] for i in range(len(blocks))])
+    batch = collate([blocks[i] for i in range(len(blocks))])
+    special = torch.isin(originals, torch.tensor(tok.all_special_ids))
+    chosen = batch["labels"] != -100
+    n = int((~special).sum())
+    assert n > 20000
+    # Binomial standard deviations are ~0.2% here; the tolerances are > 5 of them.
+    assert chosen.sum() / n == pytest.approx(0.15, abs=0.01)
+    assert not chosen[special].any(), "special tokens must never be masked"
+    assert torch.equal(batch["labels"][chosen], originals[chosen])
+    masked = (batch["input_ids"] == tok.mask_token_id) & chosen
+    kept = (batch["input_ids"] == originals) & chosen
+    replaced = chosen & ~masked & ~kept
+    total = int(chosen.sum())
+    assert masked.sum() / total == pytest.approx(0.8, abs=0.02)
+    assert replaced.sum() / total == pytest.approx(0.1, abs=0.02)
+    assert kept.sum() / total == pytest.approx(0.1, abs=0.02)
+    assert torch.equal(batch["input_ids"][~chosen], originals[~chosen])
+
+
+def test_clm_labels_are_the_inputs(corpus, wordpiece):
+    blocks = [torch.arange(10), torch.arange(10, 20)]
+    batch = data.LMCollator(wordpiece, mlm=False)(blocks)
+    assert torch.equal(batch["labels"], batch["input_ids"]) and batch["input_ids"].shape == (2, 10)
+
+
+def test_epoch_batches_deterministic_and_complete():
+    sampler = data.EpochBatches(103, 8, seed=5)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert sorted(i for b in first for i in b) == list(range(103)) and len(first) == len(sampler) == 13
+    assert list(sampler) == first  # same (seed, epoch): same order, so a resumed run sees the same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    other = data.EpochBatches(103, 8, seed=6)
+    assert list(other) != first
+
+
+def test_length_grouping_reduces_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=2000)
+
+    def padded(sampler):
+        return sum(len(b) * max(lengths[i] for i in b) for b in sampler)
+
+    random_batches = data.EpochBatches(2000, 32, seed=1)
+    grouped = data.EpochBatches(2000, 32, seed=1, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(2000))
+    assert padded(grouped) < 0.7 * padded(random_batches)
+    assert padded(grouped) >= lengths.sum()
+
+
+def test_pad_collator_pads_to_the_longest():
+    rows = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": 1},
+            {"input_ids": [8], "attention_mask": [1], "labels": 0}]
+    batch = data.PadCollator(pad_id=0)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_corpus_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("one line\n\nanother line\n")
+    (tmp_path / "b.jsonl").write_text('{"text": "from json", "id": 1}\n{"text": "second", "id": 2}\n')
+    ds = data.load_corpus(data.expand_files([str(tmp_path)]), "text")
+    assert sorted(ds["text"]) == ["another line", "from json", "one line", "second"]
+    (tmp_path / "c.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(Exception, match="no column 'text'"):
+        data.load_corpus([tmp_path / "c.jsonl"], "text")
