@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+# Tokenizers, tokenized corpora and packed blocks are cached per test session, never in ~/.cache.
 _CACHE = tempfile.mkdtemp(prefix="tlab-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.update(
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
     TRANSFORMERS_OFFLINE="1",
     TLAB_CACHE=os.path.join(_CACHE, "tlab"),
     HF_DATASETS_CACHE=os.path.join(_CACHE, "datasets"),
+    HF_HOME=os.path.join(_CACHE, "hf"),  # evaluate's module cache and anything else of the Hub libraries
     TOKENIZERS_PARALLELISM="false",
 )
+# One math thread unless asked otherwise: the tiny models gain nothing from more, and on a busy 2-core machine two
+# OpenMP threads spin against other processes (the pretraining tests took 170 s instead of 12 s next to a benchmark).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,10 +47,25 @@ def test_pretrain_help_lists_the_common_flags():
 
 
 def test_dry_run_prints_the_resolved_config(tmp_path):
+    import yaml
+
+    from tlab import config
+
     result = runner.invoke(app, ["pretrain", "--objective", "clm", "--lr", "0.002", "--dry-run", "train.batch_size=7",
                                  "--output-dir", str(tmp_path / "never")])
     assert result.exit_code == 0, result.output
-    assert "task: clm" in result.output and "lr: 0.002" in result.output and "batch_size: 7" in result.output
+    printed = yaml.safe_load(result.output)
+    assert printed["task"] == "clm" and printed["output_dir"] == str(tmp_path / "never")
+    assert printed["train"]["lr"] == 0.002  # flag
+    assert printed["train"]["batch_size"] == 7  # key=value override
+    assert printed["train"]["epochs"] == 3.0  # the pretrain command's own default
+    assert set(printed) == {"task", "output_dir", "overwrite", "resume", "data", "model", "train"}
+    # The printed config is a valid --config file that resolves to the same run.
+    saved = tmp_path / "dry.yaml"
+    saved.write_text(result.output)
+    again = runner.invoke(app, ["pretrain", "--config", str(saved), "--dry-run"])
+    assert again.exit_code == 0 and again.output == result.output
+    assert config.load(str(saved)).train.batch_size == 7
     assert not (tmp_path / "never").exists()
 
 
@@ -95,3 +112,31 @@ def test_unwritable_output_dir(tmp_path, shakespeare):
     blocker.write_text("not a folder")
     refused(["pretrain", "--train-file", str(shakespeare), "-o", str(blocker / "run")], "not writable")
     assert blocker.read_text() == "not a folder"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER_COMMANDS = [
+    (path, line.lstrip("# ").strip())
+    for path in sorted(ROOT.glob("configs/pretrain/*.yaml")) + sorted(ROOT.glob("configs/finetune/*.yaml"))
+    for line in path.read_text().split("\n\n")[0].splitlines()
+    if line.startswith("#   tlab ")
+]
+
+
+@pytest.mark.parametrize("path,command", HEADER_COMMANDS, ids=lambda v: v.name if isinstance(v, Path) else "")
+def test_yaml_header_commands_resolve(path, command, monkeypatch):
+    """The command a YAML opens with, and its override example, resolve (--dry-run) to a valid config."""
+    import shlex
+
+    import yaml
+
+    from tlab import presets
+
+    monkeypatch.chdir(ROOT)  # the commands name their config relative to the repository root
+    args = [re.sub(r"^<.*>$|^\$\w+$", "placeholder", arg) for arg in shlex.split(command.replace("<GLUE root or task folder>", "x"))]
+    assert args[0] == "tlab" and f"configs/{path.parent.name}/{path.name}" in args
+    result = runner.invoke(app, [*args[1:], "--dry-run"])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.output)
+    if printed["task"] in ("mlm", "clm"):
+        presets.resolve(printed["model"]["preset"], printed["task"])  # raises for a preset that does not exist

@@ -241,7 +241,7 @@ def test_hub_columns_are_renamed(monkeypatch):
                                       "idx": datasets.Value("int32")})
         return datasets.Dataset.from_dict({"premise": ["p"], "hypothesis": ["h"], "label": [2], "idx": [0]},
                                           features=features)
-    monkeypatch.setattr(glue_data.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr("datasets.load_dataset", fake_load_dataset)
     ds = load_glue_hub(get_spec("mnli"), "validation_matched")
     assert ds[:] == {"text_a": ["p"], "text_b": ["h"], "label": [2]}
     assert ds.features == load_glue_split(get_spec("rte"), DATA, "train").features

@@ -224,6 +224,7 @@ def load(
             _check_key(item.split("=", 1)[0])
         layers.append(OmegaConf.from_dotlist(list(overrides or [])))
         for layer in layers:
+            _check_sections(layer)
             merged = OmegaConf.merge(merged, layer)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -247,6 +248,16 @@ def _check_key(dotted: str) -> None:
             raise TlabError(f"unknown config key {dotted!r} (see `tlab <command> --dry-run` for the valid keys)")
         node = fields[part].default_factory if fields[part].default_factory is not dataclasses.MISSING else None
         node = node if dataclasses.is_dataclass(node) else None
+
+
+def _check_sections(layer: Any) -> None:
+    """`train: 3` or `train=1`: OmegaConf's merge error for a section given a plain value names no key."""
+    from collections.abc import Mapping
+
+    for f in dataclasses.fields(RunConfig):
+        value = layer.get(f.name) if isinstance(layer, Mapping) else None
+        if dataclasses.is_dataclass(f.default_factory) and value is not None and not isinstance(value, Mapping):
+            raise TlabError(f"invalid value for {f.name}: expected a mapping of {f.name}.* keys, got {value!r}")
 
 
 def _explain(exc: Exception) -> str:

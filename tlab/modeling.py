@@ -35,7 +35,7 @@ def train_tokenizer(texts: Iterable[str], objective: str, vocab_size: int, cache
 
     from tlab.data import cache_dir
 
-    key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v1".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v2".encode()).hexdigest()[:16]
     path = cache_dir("tokenizers") / key
     if not (path / "tokenizer.json").is_file():
         fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts, vocab_size)
@@ -57,6 +57,11 @@ def _train_wordpiece(texts, vocab_size):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS))
+    # The trainer numbers the '##x' alphabet in hash order, so two trainings on the same text give different ids;
+    # renumber (specials first, then sorted) so the same corpus always gives the same tokenizer.
+    learned = [t for t in tok.get_vocab() if t not in BERT_SPECIALS]
+    vocab = {t: i for i, t in enumerate(list(BERT_SPECIALS) + sorted(learned))}
+    tok.model = models.WordPiece(vocab, unk_token="[UNK]")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

@@ -43,6 +43,8 @@ def check_output_dir(path: str, resume: bool, overwrite: bool) -> None:
     if resume:
         if not target.is_dir():
             raise TlabError(f"--resume: run directory {path} does not exist")
+        if not RunDir(target, target, created=False).checkpoints():
+            raise TlabError(f"--resume: {path} holds no complete checkpoint to continue from")
         return
     if target.exists() and not overwrite:
         raise TlabError(f"output directory {path} already exists (pass --resume to continue it, --overwrite to replace it)")

@@ -129,7 +129,10 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
     # The fused kernel (CPU and CUDA) makes the optimizer step 4x cheaper than the default for-each one on CPU.
     optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, fused=True)
     train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
-                                               num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+                                               num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
+                                               # Its own generator: iterating would otherwise draw a seed from the
+                                               # global RNG, which a resumed run restores at a different point.
+                                               generator=torch.Generator().manual_seed(tc.seed))
     names = list(job.eval_loaders)
     ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if ds_plugin is not None:  # DeepSpeed cannot read the micro-batch size off a batch-sampler loader
@@ -166,6 +169,8 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
     model.train()
     while not stop:
         job.train_batches.set_epoch(state.epoch)
+        # accelerate re-sets the sampler's epoch from its own counter, which restarts at 0 in a resumed process.
+        train_loader.set_epoch(state.epoch)
         batches = train_loader
         if state.batches_in_epoch:
             from accelerate import skip_first_batches
