@@ -121,9 +121,11 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-        if commit:
+        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD^{commit}"], capture_output=True, text=True,
+                              timeout=5, cwd=Path(__file__).parent)
+        commit = done.stdout.strip()
+        # a copied tree without history makes git echo the bare name back: record only a real commit id
+        if done.returncode == 0 and len(commit) == 40:
             found["git_commit"] = commit
     except (OSError, subprocess.SubprocessError):
         pass

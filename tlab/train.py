@@ -105,7 +105,9 @@ class Job:
     main_metric: str
     greater_is_better: bool
     restore_best: bool = True  # fine-tuning ends on its best checkpoint; pretraining on its last step
-    count_tokens: Callable = lambda batch: int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    # May return a device tensor: the loop sums it there and reads it only when it logs, so that counting tokens
+    # does not wait for the GPU at every step.
+    count_tokens: Callable = lambda batch: batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 @dataclass
@@ -200,6 +202,7 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
             if state.step % tc.log_every == 0 or state.step == total:
                 elapsed = time.perf_counter() - window_start
                 mean_loss = accelerator.reduce(window_loss / window_batches, "mean").item()
+                window_tokens = int(window_tokens)
                 tok_s = window_tokens * accelerator.num_processes / max(elapsed, 1e-9)
                 record = {"step": state.step, "epoch": round(state.epoch + state.batches_in_epoch / len(train_loader), 3),
                           "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
@@ -252,7 +255,7 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
         "final": last_eval,
         "best": {"checkpoint": state.best_checkpoint, job.main_metric: state.best_metric} if job.main_metric else {},
         "train_seconds": round(seconds, 2),
-        "tokens_per_s": round(all_tokens * world / max(seconds, 1e-9), 1),
+        "tokens_per_s": round(int(all_tokens) * world / max(seconds, 1e-9), 1),
         "samples_per_s": round(all_examples * world / max(seconds, 1e-9), 2),
         "model": accelerator.unwrap_model(model),
     }
