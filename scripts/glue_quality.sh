@@ -30,14 +30,14 @@ for t in $ONLY; do
   case $t in
     sst2) run sst2 "$OUT/sst2-data" --epochs 2 --eval-every 1000 ;;
     mrpc) run mrpc "$GLUE" --epochs 5 ;;
-    stsb) run stsb "$GLUE" --epochs 5 ;;
-    cola) run cola "$GLUE" --epochs 4 ;;
-    rte)  run rte "$GLUE" --epochs 5 --lr 3e-5 ;;
+    stsb) run stsb "$GLUE" --epochs 3 ;;
+    cola) run cola "$GLUE" --epochs 3 ;;
+    rte)  run rte "$GLUE" --epochs 3 --lr 3e-5 ;;
     story)
       start=$(date +%s)
       tlab pretrain --output-dir "$OUT/story-pretrain" --overwrite --preset small --epochs 3 --precision ${PRECISION:-fp32} > "$OUT/story.log" 2>&1
       tlab finetune --task sst2 --model "$OUT/story-pretrain" --data-dir "$OUT/sst2-data" --output-dir "$OUT/story-sst2" \
-          --overwrite --epochs 1 --lr 2e-4 --precision ${PRECISION:-fp32} data.max_train_samples=30000 >> "$OUT/story.log" 2>&1
+          --overwrite --epochs 1 --lr 2e-4 --precision ${PRECISION:-fp32} data.max_train_samples=20000 >> "$OUT/story.log" 2>&1
       cp "$OUT/story-sst2/metrics.json" "$OUT/story.json"
       echo "story: $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt" ;;
   esac

@@ -21,7 +21,7 @@ from tlab.cli import app
 from tlab.errors import TlabError
 from tlab.train import resolve_precision
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus" / "tinyshakespeare" / "input.txt"
+SHAKESPEARE = Path(__file__).parent / "data" / "corpus" / "tinyshakespeare.txt"  # first 120 KB of Tiny Shakespeare
 TINY_CLM = ["pretrain", "--objective", "clm", "--vocab-size", "500", "--block-size", "64", "--batch-size", "8",
             "--max-steps", "3", "--eval-every", "3", "model.preset=tiny", "model.overrides.resid_pdrop=0",
             "model.overrides.embd_pdrop=0", "model.overrides.attn_pdrop=0"]
@@ -64,8 +64,6 @@ def test_fp16_on_cpu_is_one_line_exit_2_and_no_run_directory(tmp_path):
 # -- end to end, on the CPU ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    if not SHAKESPEARE.is_file():
-        pytest.skip("needs ../shared/data/corpus/tinyshakespeare")
     tmp = tmp_path_factory.mktemp("precision")
     text = tmp / "shakespeare.txt"
     text.write_bytes(SHAKESPEARE.read_bytes()[:40_000])
