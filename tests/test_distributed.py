@@ -279,3 +279,18 @@ def test_gpu_only_accelerate_config_on_cpu_fails_in_one_line(tmp_path):
     assert len(errors) == 1, errors  # the same line from each rank
     assert "FSDP" in errors.pop()
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_more_processes_than_examples_fails_in_one_line(tmp_path):
+    """One validation block cannot be shared by two ranks: a clear error on each rank instead of a hang."""
+    text, one_line = tmp_path / "t.txt", tmp_path / "v.txt"
+    text.write_bytes(SHAKESPEARE.read_bytes()[:20_000])
+    one_line.write_bytes(SHAKESPEARE.read_bytes()[30_000:30_250])  # ~90 tokens: one block of 64
+    done = tlab([*CLM, "--train-file", str(text), "--validation-file", str(one_line), "--batch-size", "4",
+                 "-o", str(tmp_path / "work" / "run")], tmp_path, tmp_path / "cache", procs=2, check=False, timeout=180)
+    assert done.returncode != 0
+    errors = {line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")}
+    assert len(errors) == 1, done.stdout + done.stderr  # the same line from each rank
+    assert "1 example(s), fewer than the 2 processes" in errors.pop()
+    assert not (tmp_path / "work" / "run").exists()

@@ -136,6 +136,7 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
                                                # global RNG, which a resumed run restores at a different point.
                                                generator=torch.Generator().manual_seed(tc.seed))
     names = list(job.eval_loaders)
+    _check_enough_data(job, accelerator.num_processes)
     ds_plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if ds_plugin is not None:  # DeepSpeed cannot read the micro-batch size off a batch-sampler loader
         ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = tc.batch_size
@@ -259,6 +260,16 @@ def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str],
         "samples_per_s": round(all_examples * world / max(seconds, 1e-9), 2),
         "model": accelerator.unwrap_model(model),
     }
+
+
+def _check_enough_data(job: Job, processes: int) -> None:
+    """Every rank needs a share of each batch: with fewer examples than processes a rank would get an empty batch
+    and the others would wait for it in a collective. Checked on every rank, before any collective."""
+    sizes = {"training": len(job.train_data), **{f"{name} evaluation": len(loader.dataset) for name, loader in job.eval_loaders.items()}}
+    for what, size in sizes.items():
+        if size < processes:
+            raise TlabError(f"the {what} data has {size} example(s), fewer than the {processes} processes sharing it: "
+                            "launch fewer processes or give more data")
 
 
 def _param_groups(model, weight_decay: float):
