@@ -85,7 +85,8 @@ def run_tlab(model: str, data_dir: Path, out: Path, precision: str, args) -> dic
                                  "output_dir": str(out)},
                           overrides=[f"train.batch_size={args.batch}", f"train.lr={args.lr}", "train.epochs=1",
                                      f"train.seed={args.seed}", f"train.precision={precision}", "train.warmup=0",
-                                     "train.weight_decay=0", "train.log_every=50", "train.eval_batch_size=64"])
+                                     "train.weight_decay=0", "train.log_every=50", "train.eval_batch_size=64",
+                                     *args.tlab_set])
         metrics = pipeline.run(cfg, echo=lambda m: None)
         evaluation = pipeline.evaluate(config.load(flags={"task": "sst2", "model.name_or_path": str(out),
                                                           "data.data_dir": str(data_dir)},
@@ -152,6 +153,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bf16", action="store_true", help="also run (a) and (c) under bf16 autocast")
+    parser.add_argument("--tlab-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra tlab config override for (a), e.g. train.compile=true (repeatable)")
     parser.add_argument("--only", default="", help="comma list of variants to run: a,b,c (default all)")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_finetune.md"))
     args = parser.parse_args()
@@ -164,7 +167,7 @@ def main() -> None:
     carve(args.train, args.valid, args.seed, work / "data")
     only = set(args.only.split(",")) if args.only else {"a", "b", "c"}
     rows = []
-    plan = [("a", "(a) tlab, fp32", lambda: run_tlab(model, work / "data", work / "tlab32", "fp32", args)),
+    plan = [("a", "(a) tlab, fp32" + "".join(f", {o}" for o in args.tlab_set), lambda: run_tlab(model, work / "data", work / "tlab32", "fp32", args)),
             ("b", f"(b) Trainer, static padding 128 (first {args.static})",
              lambda: run_trainer(model, work / "data", work / "b", "static", False, args.static, args)),
             ("c", "(c) Trainer, dynamic padding + group_by_length",
