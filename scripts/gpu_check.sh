@@ -16,7 +16,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 echo "== precision auto / fp16"
 python3 -m tlab pretrain --preset tiny --max-steps 20 --eval-every 20 --precision auto -o "$runs/auto" 2>&1 | grep -iE "precision|perplexity|model"
-python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('auto ->', m.get('precision'), 'ppl', m.get('eval_perplexity', m.get('perplexity')))" "$runs/auto/metrics.json"
+python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print('auto ->', m['precision'], 'perplexity', m['final'].get('perplexity'))" "$runs/auto/metrics.json"
 python3 -m tlab pretrain --preset tiny --max-steps 20 --eval-every 20 --precision fp16 -o "$runs/fp16" 2>&1 | grep -iE "precision|perplexity|model"
 
 echo "== finetune bf16 + eval"
