@@ -138,6 +138,9 @@ class TrainConfig:
     """Fine-tuning: batch examples of similar length together (less padding)."""
     compile: bool = False
     """torch.compile the model (dynamic shapes); helps on GPUs."""
+    cheap_dropout: bool = True
+    """On CPUs, dropout masks from 16 random bits per element instead of a float (p rounded to 1/65536): ~8% faster
+    fine-tuning on 2 cores. GPUs always use torch's dropout."""
     eval_batch_size: Optional[int] = None
     """Evaluation batch size (default: 2 x batch_size)."""
 

@@ -122,6 +122,15 @@ class FitState:
 
 def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
     """Train `job.model` as cfg.train says; return the final and best evaluation metrics and throughput."""
+    if cfg.train.cheap_dropout and accelerator.device.type == "cpu":
+        from tlab.cheap_dropout import cheap_dropout
+
+        with cheap_dropout(job.model):
+            return _fit(cfg, job, accelerator, run, log)
+    return _fit(cfg, job, accelerator, run, log)
+
+
+def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     tc: TrainConfig = cfg.train
