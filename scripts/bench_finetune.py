@@ -21,6 +21,8 @@ import hashlib
 import os
 import platform
 import random
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -66,7 +68,7 @@ def carve(train_n: int, valid_n: int, seed: int, folder: Path) -> None:
     (folder / "dev.tsv").write_text(header + "".join(valid[:valid_n]))
 
 
-def run_tlab(model: str, data_dir: Path, out: Path, precision: str, args) -> dict:
+def run_tlab(model: str, data_dir: Path, out: Path, precision: str, args, extra: tuple[str, ...] = ()) -> dict:
     from tlab import config, data as tlab_data, pipeline
 
     counter = PaddingCounter(None)
@@ -86,7 +88,7 @@ def run_tlab(model: str, data_dir: Path, out: Path, precision: str, args) -> dic
                           overrides=[f"train.batch_size={args.batch}", f"train.lr={args.lr}", "train.epochs=1",
                                      f"train.seed={args.seed}", f"train.precision={precision}", "train.warmup=0",
                                      "train.weight_decay=0", "train.log_every=50", "train.eval_batch_size=64",
-                                     *args.tlab_set])
+                                     *args.tlab_set, *extra])
         metrics = pipeline.run(cfg, echo=lambda m: None)
         evaluation = pipeline.evaluate(config.load(flags={"task": "sst2", "model.name_or_path": str(out),
                                                           "data.data_dir": str(data_dir)},
@@ -155,7 +157,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also run (a) and (c) under bf16 autocast")
     parser.add_argument("--tlab-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra tlab config override for (a), e.g. train.compile=true (repeatable)")
-    parser.add_argument("--only", default="", help="comma list of variants to run: a,b,c (default all)")
+    parser.add_argument("--only", default="", help="comma list of variants to run: a,a0,b,c (default a,b,c; "
+                        "a0 = tlab with torch's own dropout)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the (a)/(c) variants, alternating")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_finetune.md"))
     args = parser.parse_args()
 
@@ -167,31 +171,56 @@ def main() -> None:
     carve(args.train, args.valid, args.seed, work / "data")
     only = set(args.only.split(",")) if args.only else {"a", "b", "c"}
     rows = []
-    plan = [("a", "(a) tlab, fp32" + "".join(f", {o}" for o in args.tlab_set), lambda: run_tlab(model, work / "data", work / "tlab32", "fp32", args)),
-            ("b", f"(b) Trainer, static padding 128 (first {args.static})",
-             lambda: run_trainer(model, work / "data", work / "b", "static", False, args.static, args)),
-            ("c", "(c) Trainer, dynamic padding + group_by_length",
-             lambda: run_trainer(model, work / "data", work / "c", "grouped", False, None, args))]
-    if args.bf16:
-        plan += [("a", "(a) tlab, bf16", lambda: run_tlab(model, work / "data", work / "tlab16", "bf16", args)),
-                 ("c", "(c) Trainer, group_by_length, bf16",
-                  lambda: run_trainer(model, work / "data", work / "c16", "grouped", True, None, args))]
-    for key, name, fn in plan:
-        if key not in only:
-            continue
+    tlab_name = "(a) tlab, fp32" + "".join(f", {o}" for o in args.tlab_set)
+    runs = {
+        "a": (tlab_name, lambda: run_tlab(model, work / "data", work / "tlab32", "fp32", args)),
+        "a0": ("(a0) tlab, fp32, train.cheap_dropout=false",
+               lambda: run_tlab(model, work / "data", work / "tlab32-torch-dropout", "fp32", args, ["train.cheap_dropout=false"])),
+        "b": (f"(b) Trainer, static padding 128 (first {args.static})",
+              lambda: run_trainer(model, work / "data", work / "b", "static", False, args.static, args)),
+        "c": ("(c) Trainer, dynamic padding + group_by_length",
+              lambda: run_trainer(model, work / "data", work / "c", "grouped", False, None, args)),
+        "a16": ("(a) tlab, bf16", lambda: run_tlab(model, work / "data", work / "tlab16", "bf16", args)),
+        "c16": ("(c) Trainer, group_by_length, bf16", lambda: run_trainer(model, work / "data", work / "c16", "grouped", True, None, args)),
+    }
+    # A shared or throttled VM drifts by 10-20% within minutes: with --repeat, the variants alternate (a, c, a, c, ...)
+    # and each ratio is taken against the (c) run of the same round.
+    plan = [("b", 0)] if "b" in only else []
+    for round_ in range(args.repeat):
+        plan += [(key, round_) for key in ("a", "a0", "c") if key in only]
+        if args.bf16:
+            plan += [("a16", round_), ("c16", round_)]
+    for key, round_ in plan:
+        name = runs[key][0] + (f" #{round_ + 1}" if args.repeat > 1 and key != "b" else "")
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.append((name, fn()))
-        print(f"  {rows[-1][1]}", file=sys.stderr, flush=True)
+        rows.append((name, round_, runs[key][1]()))
+        for leftover in work.glob("[!d]*"):  # the next round writes its run directories afresh
+            shutil.rmtree(leftover)
+        print(f"  {rows[-1][2]}", file=sys.stderr, flush=True)
 
-    reference = next((r for n, r in rows if n.startswith("(c)") and "bf16" not in n), None)
+    def reference(round_: int, bf16: bool):
+        return next((r for n, k, r in rows if n.startswith("(c)") and ("bf16" in n) == bf16 and k == round_), None)
+
     lines = [f"Fine-tuning all-MiniLM-L6-v2 on {args.train:,} SST-2 training sentences, 1 epoch, batch {args.batch}, "
-             f"lr {args.lr}, seed {args.seed}; accuracy on {args.valid:,} held-out SST-2 training sentences.", "",
-             "| variant | train samples/s | x (c) | non-padding share | accuracy | eval samples/s | train s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, r in rows:
-        ratio = f"{r['samples_per_s'] / reference['samples_per_s']:.2f}" if reference else "-"
-        lines.append(f"| {name} | {r['samples_per_s']:.1f} | {ratio} | {r['pad_share']:.1%} | {r['accuracy']:.2%} | "
-                     f"{r['eval_samples_per_s']:.1f} | {r['train_seconds']:.0f} |")
+             f"lr {args.lr}, seed {args.seed}; accuracy on {args.valid:,} held-out SST-2 training sentences. "
+             "x (c): ratio to the fp32 (c) run of the same round.", "",
+             "| variant | train samples/s | x (c) | non-padding share | accuracy | eval samples/s | x (c) | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for name, round_, r in rows:
+        ref = reference(round_, False)
+        train_x = r["samples_per_s"] / ref["samples_per_s"] if ref else None
+        eval_x = r["eval_samples_per_s"] / ref["eval_samples_per_s"] if ref else None
+        if ref is not None and ref is not r:
+            ratios.setdefault(name.split(" #")[0], []).append((train_x, eval_x))
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines.append(f"| {name} | {r['samples_per_s']:.1f} | {fmt(train_x)} | {r['pad_share']:.1%} | {r['accuracy']:.2%} | "
+                     f"{r['eval_samples_per_s']:.1f} | {fmt(eval_x)} | {r['train_seconds']:.0f} |")
+    if args.repeat > 1:
+        lines += ["", "Median over rounds of the per-round ratio to (c):", ""]
+        for name, pairs in ratios.items():
+            lines.append(f"- {name}: training x{statistics.median(p[0] for p in pairs):.2f}, "
+                         f"evaluation x{statistics.median(p[1] for p in pairs):.2f} ({len(pairs)} rounds)")
     import transformers
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
