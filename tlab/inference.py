@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from tlab import modeling
+from tlab import finetuning, modeling
 from tlab.errors import TlabError
 
 
@@ -29,6 +29,7 @@ class Classifier:
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
             raise TlabError(f"{name} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
         model = modeling.load_pretrained(AutoModelForSequenceClassification, path).eval()
+        finetuning.first_token_only_in_last_layer(model)
         return cls(model, modeling.load_tokenizer(path), modeling.max_positions(config) or 512)
 
     def __call__(self, pairs: list[tuple[str, Optional[str]]]) -> list[tuple[Optional[str], float]]:

@@ -99,6 +99,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
             evals = {k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in evals.items()}
         tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
         model = finetuning.load_classifier(path, spec, cfg.model, for_training=train)
+        finetuning.first_token_only_in_last_layer(model)
         max_length = min(cfg.data.max_length, modeling.max_positions(model.config) or cfg.data.max_length)
         train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
         eval_tok = {k: tokenize(v, tokenizer, max_length, spec.is_regression).sort("length") for k, v in evals.items()}
