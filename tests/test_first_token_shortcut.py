@@ -16,6 +16,8 @@ def tiny(kind: str):
                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
     config_cls, model_cls = {"bert": ("BertConfig", "BertForSequenceClassification"),
                              "roberta": ("RobertaConfig", "RobertaForSequenceClassification"),
+                             "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),
+                             "camembert": ("CamembertConfig", "CamembertForSequenceClassification"),
                              "electra": ("ElectraConfig", "ElectraForSequenceClassification")}[kind]
     extra = {"embedding_size": 32} if kind == "electra" else {}
     return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**sizes, **extra))
@@ -26,7 +28,7 @@ def batch():
     return {"input_ids": ids, "attention_mask": (ids != 1).long(), "labels": torch.tensor([0, 2])}
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "camembert", "electra"])
 def test_same_logits_loss_and_gradients(kind):
     reference, shortcut = tiny(kind), tiny(kind)
     assert first_token_only_in_last_layer(shortcut)
