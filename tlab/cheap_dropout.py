@@ -42,7 +42,9 @@ class CheapDropout(torch.nn.Dropout):
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """Bidirectional attention with cheap dropout on the probabilities; without dropout (evaluation), SDPA itself."""
+    """Bidirectional attention with cheap dropout on the probabilities; without dropout (evaluation), SDPA itself.
+    The math is that of transformers' per-model eager_attention_forward, which calls torch's dropout directly and so
+    cannot be reused with another dropout."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if not (module.training and dropout > 0):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from tlab import modeling
@@ -41,8 +43,6 @@ def first_token_only_in_last_layer(model) -> bool:
     and feed-forward block are computed (9 of the layer's 12 hidden^2 matmul units; ~12% of a 6-layer encoder's
     matmuls, forward and backward). Exact for the logits and the gradients. A forward pre-hook slices the inputs
     of the last layer's attention-output module; weights and saved models are unchanged. Returns whether applied."""
-    import re
-
     config = model.config
     if (getattr(config, "model_type", None) not in FIRST_TOKEN_HEADS or getattr(config, "is_decoder", False)
             or not type(model).__name__.endswith("ForSequenceClassification")):
