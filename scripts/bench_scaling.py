@@ -227,6 +227,12 @@ def gpu_precision(opts, workdir: Path) -> dict:
             if "error" not in result and flops is None:
                 flops = flops_per_token(result["run_dir"], seq)
             rows.append({**result, "label": label, "seq": seq, "precision_asked": precision, "flops": flops})
+        for mode in opts.compile_modes:  # bf16 again, through torch.compile (the first, compiling window is not counted)
+            result = run_tlab([*args, *common, "--precision", "bf16", "train.compile=true", f"train.compile_mode={mode}"],
+                              workdir / f"gpu-{label.split()[0].lower()}-bf16-compile-{mode}", 1,
+                              tlab_env(cache, threads, "0"), opts.timeout)
+            rows.append({**result, "label": label, "seq": seq, "precision_asked": f"bf16, compile {mode}", "flops": flops,
+                         "compile": mode})
     scaling = []
     n_gpus = torch.cuda.device_count()
     if n_gpus >= 2:
@@ -307,7 +313,8 @@ def report(opts, cpu: dict | None, gpu: dict | None) -> str:
             achieved = r["steady_tokens_per_s"] * f["flops_per_token"] / 1e12
             key = "bf16" if r["precision"] == "bf16" else "fp32"
             sheet = f"{achieved / (spec[0] if key == 'bf16' else spec[1]):.1%}" if spec else "n/a"
-            lines.append(f"| {r['label']} | {r['precision']} | {r['per_device_batch']} x {r['seq']} | "
+            shown = r["precision"] + (f", compile {r['compile']}" if r.get("compile") else "")
+            lines.append(f"| {r['label']} | {shown} | {r['per_device_batch']} x {r['seq']} | "
                          f"{fmt(r['steady_tokens_per_s'])} ({fmt(r['tokens_per_s'])}) | {achieved:.1f} | {sheet} | "
                          f"{achieved / gpu['measured'][key]:.1%} |")
         for label, seq, args in gpu["jobs"]:
@@ -356,6 +363,8 @@ def main() -> None:
     parser.add_argument("--gpu-steps", type=int, default=60, help="optimizer steps per GPU run")
     parser.add_argument("--bert-batch", type=int, default=128, help="per-GPU batch of BERT-base (sequence 128)")
     parser.add_argument("--gpt-batch", type=int, default=16, help="per-GPU batch of GPT-2 small (block 1024)")
+    parser.add_argument("--compile-modes", type=lambda s: [m for m in s.split(",") if m], default=[],
+                        help="GPU: also run bf16 with train.compile=true in these modes, e.g. default,reduce-overhead")
     parser.add_argument("--skip-cpu", action="store_true", help="only the GPU part")
     parser.add_argument("--keep", type=Path, default=None, help="keep the run directories here (default: a temporary one)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per tlab run")

