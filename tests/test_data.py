@@ -16,7 +16,7 @@ def corpus(shakespeare):
 
 @pytest.fixture(scope="module")
 def wordpiece(corpus):
-    return modeling.train_tokenizer(iter(corpus["text"]), "mlm", 1000, corpus._fingerprint)
+    return modeling.train_tokenizer(lambda: iter(corpus["text"]), "mlm", 1000, corpus._fingerprint)
 
 
 def test_wordpiece_tokenizer_for_mlm(wordpiece):
@@ -37,7 +37,7 @@ def test_wordpiece_round_trips_unseen_text(corpus):
     # Trained on the first lines, it must encode later, unseen lines without [UNK] and decode them back to themselves
     # up to case and spacing (BERT's normalizer lower-cases; the decoder puts spaces around punctuation).
     texts = corpus["text"]
-    tok = modeling.train_tokenizer(iter(texts[:3000]), "mlm", 1000, "first-3000-lines")
+    tok = modeling.train_tokenizer(lambda: iter(texts[:3000]), "mlm", 1000, "first-3000-lines")
     unseen = texts[-500:]
     ids = tok(unseen, add_special_tokens=False)["input_ids"]
     same = sum(tok.decode(row).replace(" ", "") == line.lower().replace(" ", "") for row, line in zip(ids, unseen))
@@ -46,7 +46,7 @@ def test_wordpiece_round_trips_unseen_text(corpus):
 
 
 def test_bpe_tokenizer_for_clm_round_trips(corpus):
-    tok = modeling.train_tokenizer(iter(corpus["text"]), "clm", 800, corpus._fingerprint)
+    tok = modeling.train_tokenizer(lambda: iter(corpus["text"]), "clm", 800, corpus._fingerprint)
     assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id is not None
     text = "Before we proceed any further, hear me speak."
     assert tok.decode(tok(text)["input_ids"]) == text  # byte-level: lossless, any text
@@ -56,26 +56,26 @@ def test_bpe_training_is_reproducible(corpus):
     # Distinct cache keys make each call train anew; the same text must give the same token ids, or a run cannot be
     # reproduced on another machine or with an empty cache.
     texts = corpus["text"][:2000]
-    vocabs = [modeling.train_tokenizer(iter(texts), "clm", 1000, f"reproducible-{i}").get_vocab() for i in range(3)]
+    vocabs = [modeling.train_tokenizer(lambda: iter(texts), "clm", 1000, f"reproducible-{i}").get_vocab() for i in range(3)]
     assert vocabs[0] == vocabs[1] == vocabs[2]
 
 
-def test_wordpiece_training_is_nearly_reproducible(corpus):
-    # tokenizers' WordPiece trainer numbers the '##x' alphabet in hash order and breaks frequency ties by id, so a
-    # retraining may swap a tied token or two (upstream; the cache and the tokenizer saved with every model make runs
-    # reproducible). tlab renumbers the vocabulary, so tokens both trainings learned get the same id.
+def test_wordpiece_training_is_reproducible(corpus):
+    # tokenizers' WordPiece trainer alone numbers its '##x' tokens in hash order and breaks ties between equally
+    # frequent merges by id: 40 plain trainings of these 2,000 lines shared only 988-1,000 of their 1,000 tokens.
+    # With the alphabet listed up front every training gives the same ids (distinct cache keys train anew).
     texts = corpus["text"][:2000]
-    vocabs = [modeling.train_tokenizer(iter(texts), "mlm", 1000, f"nearly-{i}").get_vocab() for i in range(3)]
-    for other in vocabs[1:]:
-        shared = set(vocabs[0]) & set(other)
-        assert len(shared) >= 0.99 * len(vocabs[0])
-        assert all(vocabs[0][t] == other[t] for t in modeling.BERT_SPECIALS)
-        # renumbered in sorted order: the shared tokens keep their relative order
-        assert sorted(shared, key=vocabs[0].get) == sorted(shared, key=other.get)
+    tokenizers = [modeling.train_tokenizer(lambda: iter(texts), "mlm", 1000, f"wordpiece-{i}") for i in range(4)]
+    vocabs = [t.get_vocab() for t in tokenizers]
+    assert len(vocabs[0]) == 1000 and all(v == vocabs[0] for v in vocabs[1:])
+    assert [vocabs[0][t] for t in modeling.BERT_SPECIALS] == [0, 1, 2, 3, 4]
+    # the alphabet handed to the trainer stays plain vocabulary: only the five specials are special tokens
+    assert sorted(tokenizers[0].all_special_tokens) == sorted(modeling.BERT_SPECIALS)
+    assert tokenizers[0].tokenize("##e thee") == ["[UNK]", "[UNK]", "e", "thee"]  # '#' is not in Shakespeare's text
 
 
 def test_tokenizer_is_cached(corpus, wordpiece):
-    again = modeling.train_tokenizer(iter(["something else entirely"]), "mlm", 1000, corpus._fingerprint)
+    again = modeling.train_tokenizer(lambda: iter(["something else entirely"]), "mlm", 1000, corpus._fingerprint)
     assert again.get_vocab() == wordpiece.get_vocab()
 
 

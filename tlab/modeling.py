@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from tlab import presets
 from tlab.config import ModelConfig
@@ -29,16 +29,15 @@ def resolve_checkpoint(name: str) -> str:
 
 
 # -- tokenizers ------------------------------------------------------------------------------------------------
-def train_tokenizer(texts: Iterable[str], objective: str, vocab_size: int, cache_key: str):
-    """WordPiece (BERT-style) for MLM, byte-level BPE (GPT-style) for CLM, cached by corpus and settings."""
-    from transformers import PreTrainedTokenizerFast
-
+def train_tokenizer(texts: Callable[[], Iterable[str]], objective: str, vocab_size: int, cache_key: str):
+    """WordPiece (BERT-style) for MLM, byte-level BPE (GPT-style) for CLM, cached by corpus and settings.
+    `texts` gives a fresh iterator over the corpus each call (WordPiece reads it twice)."""
     from tlab.data import cache_dir
 
-    key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v2".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v3".encode()).hexdigest()[:16]
     path = cache_dir("tokenizers") / key
     if not (path / "tokenizer.json").is_file():
-        fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts, vocab_size)
+        fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts(), vocab_size)
         tmp = path.with_name(f"{key}.{os.getpid()}.tmp")
         fast.save_pretrained(tmp)
         if path.exists():
@@ -49,19 +48,32 @@ def train_tokenizer(texts: Iterable[str], objective: str, vocab_size: int, cache
     return load_tokenizer(str(path))
 
 
-def _train_wordpiece(texts, vocab_size):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def _bert_tokenizer(model):
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(model)
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS))
-    # The trainer numbers the '##x' alphabet in hash order, so two trainings on the same text give different ids;
-    # renumber (specials first, then sorted) so the same corpus always gives the same tokenizer.
-    learned = [t for t in tok.get_vocab() if t not in BERT_SPECIALS]
-    vocab = {t: i for i, t in enumerate(list(BERT_SPECIALS) + sorted(learned))}
-    tok.model = models.WordPiece(vocab, unk_token="[UNK]")
+    return tok
+
+
+def _train_wordpiece(texts: Callable[[], Iterable[str]], vocab_size: int):
+    from tokenizers import decoders, models, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def learn(size: int, first_ids: list[str]) -> dict[str, int]:
+        tok = _bert_tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.train_from_iterator(texts(), trainers.WordPieceTrainer(vocab_size=size, special_tokens=first_ids))
+        return tok.get_vocab()
+
+    # The trainer numbers the '##x' tokens in hash order and breaks ties between equally frequent merges by id, so
+    # two trainings on the same text would differ (huggingface/tokenizers#1794). A first pass without merges finds the
+    # alphabet; listing it (sorted, as the trainer numbers it) before training fixes every id and so every merge.
+    alphabet = sorted((t for t in learn(0, BERT_SPECIALS) if t not in BERT_SPECIALS), key=lambda t: (t.startswith("##"), t))
+    vocab = learn(vocab_size, BERT_SPECIALS + alphabet)
+    # A fresh pipeline, so the alphabet listed above is not registered as special tokens.
+    tok = _bert_tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.add_special_tokens(BERT_SPECIALS)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

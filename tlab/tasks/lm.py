@@ -51,8 +51,10 @@ def get_tokenizer(cfg: RunConfig, train):
         name = m.tokenizer or modeling.resolve_checkpoint(m.name_or_path)
         tokenizer = modeling.load_tokenizer(name, m.trust_remote_code)
     else:
-        texts = (train[i : i + 1000]["text"] for i in range(0, len(train), 1000))
-        tokenizer = modeling.train_tokenizer((t for chunk in texts for t in chunk), cfg.task, m.vocab_size, train._fingerprint)
+        def texts():
+            return (t for i in range(0, len(train), 1000) for t in train[i : i + 1000]["text"])
+
+        tokenizer = modeling.train_tokenizer(texts, cfg.task, m.vocab_size, train._fingerprint)
     if cfg.task == "mlm" and tokenizer.mask_token_id is None:
         raise TlabError(f"tokenizer {m.tokenizer or m.name_or_path} has no mask token, which MLM needs")
     if cfg.task == "clm" and tokenizer.eos_token_id is None:
