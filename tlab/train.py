@@ -59,7 +59,9 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
             project_dir=project_dir,
             # Samplers yield global batches (per-device x processes) that accelerate splits across ranks, so data
             # order and steps per epoch do not depend on the number of processes.
-            dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True),
+            # A blocking host-to-GPU copy waits for all queued GPU work: with it the host could neither collate the
+            # next batch nor queue the next step while the GPU computes. Batches come from pinned memory on CUDA.
+            dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True, non_blocking=cuda),
         )
     except (ValueError, RuntimeError) as exc:
         raise TlabError(f"accelerate could not start: {str(exc).splitlines()[0]}") from None

@@ -93,6 +93,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         raise TlabError(f"the validation text holds fewer tokens than one block of {block}")
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    skip_padding_probe(model)
 
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability)
@@ -121,6 +122,19 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
     return job, tokenizer, summary
 
 
+def skip_padding_probe(model) -> None:
+    """Packed blocks hold no padding, so transformers' probe for padded inputs given without an attention mask
+    (`pad_token_id in input_ids[:, [-1, 0]]`, in GPT-2 and others) has nothing to find; it reads a value back from the
+    device at every forward, which on a GPU stops the host from queueing the step ahead."""
+    for module in model.modules():
+        if hasattr(module, "warn_if_padding_and_no_attention_mask"):
+            module.warn_if_padding_and_no_attention_mask = _no_padding_probe
+
+
+def _no_padding_probe(input_ids, attention_mask) -> None:
+    return None
+
+
 def evaluate(model, loaders, accelerator, mlm: bool, seed: int) -> dict[str, float]:
     """Token-weighted loss, perplexity and (MLM) masked-token accuracy over the whole validation set.
 
@@ -130,7 +144,7 @@ def evaluate(model, loaders, accelerator, mlm: bool, seed: int) -> dict[str, flo
     if not loaders:
         return {}
     model.eval()
-    loss_sum, count, correct = 0.0, 0, 0
+    totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # read once at the end: no per-batch sync
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for batch in loaders["validation"]:
@@ -139,20 +153,20 @@ def evaluate(model, loaders, accelerator, mlm: bool, seed: int) -> dict[str, flo
             if not mlm:  # position t predicts token t+1
                 logits, labels = logits[:, :-1], labels[:, 1:]
             mask = labels != -100  # (B, T)
-            # ModernBERT's sparse prediction returns logits only at masked positions, in row-major order.
-            token_logits = logits if logits.dim() == 2 else logits[mask]
-            targets = labels[mask]
-            rows = mask.nonzero()[:, 0]
-            token_loss = torch.nn.functional.cross_entropy(token_logits.float(), targets, reduction="none")
-            hits = (token_logits.argmax(-1) == targets).float()
-            zeros = torch.zeros(len(labels), device=labels.device)
-            per_example = torch.stack(
-                [zeros.index_add(0, rows, token_loss), mask.sum(1).float(), zeros.index_add(0, rows, hits)], dim=1
-            )  # (B, 3): loss sum, predicted tokens, correct predictions
-            gathered = accelerator.gather_for_metrics(per_example).sum(0)
-            loss_sum += gathered[0].item()
-            count += int(gathered[1].item())
-            correct += int(gathered[2].item())
+            if logits.dim() == 3:
+                # Ignored positions get a loss of 0 and no hit, so per-example sums need no (syncing) boolean indexing.
+                token_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
+                loss_rows, hit_rows = token_loss.sum(1), ((logits.argmax(-1) == labels) & mask).sum(1).float()
+            else:  # ModernBERT's sparse prediction returns logits only at masked positions, in row-major order.
+                targets, rows = labels[mask], mask.nonzero()[:, 0]
+                token_loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+                zeros = torch.zeros(len(labels), device=labels.device)
+                loss_rows = zeros.index_add(0, rows, token_loss)
+                hit_rows = zeros.index_add(0, rows, (logits.argmax(-1) == targets).float())
+            per_example = torch.stack([loss_rows, mask.sum(1).float(), hit_rows], dim=1)  # loss sum, tokens, correct
+            totals += accelerator.gather_for_metrics(per_example).sum(0)
+    loss_sum, count, correct = totals.tolist()
+    count, correct = round(count), round(correct)
     mean = loss_sum / max(count, 1)
     metrics = {"loss": mean, "perplexity": float(torch.exp(torch.tensor(min(mean, 50.0))))}
     if mlm:
