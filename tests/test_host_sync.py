@@ -79,13 +79,8 @@ class HostReadRecorder:
             self.recording = self.training_forwards < STEPS
 
 
-@pytest.mark.parametrize("objective, preset, by_design", [
-    ("mlm", "bert-tiny", None), ("mlm", "roberta-tiny", None), ("clm", "gpt2-tiny", None), ("clm", "llama-tiny", None),
-    # ModernBERT's sparse prediction picks the masked positions out by boolean index (two data-dependent shapes a
-    # step), the price of projecting only 15% of the tokens onto the vocabulary; nothing else may read.
-    ("mlm", "tiny", "boolean index@modeling_modernbert.py"),
-])
-def test_training_steps_read_nothing_back_from_the_device(objective, preset, by_design, tmp_path, monkeypatch):
+def recorded_run(objective: str, preset: str, tmp_path, monkeypatch) -> HostReadRecorder:
+    """A STEPS-step pretraining run that logs and evaluates only at its end, with its host reads recorded."""
     recorder = HostReadRecorder(monkeypatch)
     handle = torch.nn.modules.module.register_module_forward_pre_hook(recorder.forward_hook)
     try:
@@ -97,14 +92,25 @@ def test_training_steps_read_nothing_back_from_the_device(objective, preset, by_
         handle.remove()
     assert result.exit_code == 0, result.output
     assert recorder.training_forwards == STEPS  # the window spans steps 1..STEPS-1 in full
+    return recorder
+
+
+@pytest.mark.parametrize("objective, preset, by_design", [
+    ("mlm", "bert-tiny", None), ("mlm", "roberta-tiny", None), ("clm", "gpt2-tiny", None), ("clm", "llama-tiny", None),
+    # ModernBERT's sparse prediction picks the masked positions out by boolean index (two data-dependent shapes a
+    # step), the price of projecting only 15% of the tokens onto the vocabulary; nothing else may read.
+    ("mlm", "tiny", "boolean index@modeling_modernbert.py"),
+])
+def test_training_steps_read_nothing_back_from_the_device(objective, preset, by_design, tmp_path, monkeypatch):
+    reads = recorded_run(objective, preset, tmp_path, monkeypatch).reads
     if by_design:
         what, where = by_design.split("@")
-        expected = {key: n for key, n in recorder.reads.items() if key[0] == what and key[1].startswith(where)}
-        assert sum(expected.values()) == 2 * (STEPS - 1), recorder.reads
+        expected = {key: n for key, n in reads.items() if key[0] == what and key[1].startswith(where)}
+        assert sum(expected.values()) == 2 * (STEPS - 1), reads
         for key in expected:
-            del recorder.reads[key]
-    assert not recorder.reads, "host reads inside training steps:\n" + "\n".join(
-        f"{n} x {what}: {where}" for (what, where), n in recorder.reads.items())
+            del reads[key]
+    assert not reads, "host reads inside training steps:\n" + "\n".join(
+        f"{n} x {what}: {where}" for (what, where), n in reads.items())
 
 
 def test_the_recorder_sees_a_read(tmp_path, monkeypatch):
@@ -112,14 +118,5 @@ def test_the_recorder_sees_a_read(tmp_path, monkeypatch):
     from tlab.tasks import lm
 
     monkeypatch.setattr(lm, "skip_padding_probe", lambda model: None)
-    recorder = HostReadRecorder(monkeypatch)
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(recorder.forward_hook)
-    try:
-        result = CliRunner().invoke(app, [
-            "pretrain", "--objective", "clm", "--preset", "gpt2-tiny", "--train-file", str(SHAKESPEARE),
-            "--vocab-size", "500", "--block-size", "64", "--batch-size", "8", "--max-steps", str(STEPS),
-            "--eval-every", str(STEPS), f"train.log_every={STEPS}", "data.max_eval_samples=4", "-o", str(tmp_path / "run")])
-    finally:
-        handle.remove()
-    assert result.exit_code == 0, result.output
-    assert any("warn_if_padding_and_no_attention_mask" in where for _, where in recorder.reads), recorder.reads
+    reads = recorded_run("clm", "gpt2-tiny", tmp_path, monkeypatch).reads
+    assert any("warn_if_padding_and_no_attention_mask" in where for _, where in reads), reads
