@@ -182,7 +182,7 @@ def test_two_processes_form_one_group_with_the_global_batch(clm_runs):
 def test_only_rank_0_writes(clm_runs):
     work, run = clm_runs["work"], clm_runs["two"]
     assert sorted(p.name for p in work.iterdir()) == ["one", "two"], "a rank wrote outside its run directory"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "log.jsonl", "metrics.json", "model", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == [".tlab.lock", "checkpoints", "config.yaml", "log.jsonl", "metrics.json", "model", "tb"]
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-6"]  # no .step-N.tmp left by any rank
     assert len(list((run / "tb").rglob("events.out.tfevents.*"))) == 1
     log = read_log(run)
@@ -230,7 +230,7 @@ def test_two_process_resume_matches_the_uninterrupted_run(clm_runs):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 6
     log = read_log(run)
-    starts = [i for i, r in enumerate(log) if r.get("event") == "start"]
+    starts = [i for i, r in enumerate(log) if r.get("event") in ("start", "resume")]
     assert len(starts) == 2
     after_resume = [r["step"] for r in log[starts[1]:] if "loss" in r]
     assert after_resume == [5, 6], "the resumed run must run steps 5-6 once, and only those"

@@ -129,8 +129,15 @@ class TrainConfig:
     """Optimizer steps between evaluations; 0 = at the end of each epoch (and at the end)."""
     save_every: int = 0
     """Optimizer steps between checkpoints; 0 = at each evaluation."""
+    save_minutes: float = 15.0
+    """Also checkpoint when this many minutes passed since the last checkpoint (0 = off), so a killed run loses at
+    most this much work whatever save_every says. Checked at each step (at each log step in multi-process runs)."""
     keep_checkpoints: int = 2
     """Newest checkpoints to keep (the best one is kept as well when fine-tuning)."""
+    max_bad_steps: int = 3
+    """Stop (exit 3) once this many consecutive optimizer steps had a non-finite loss. Counted on the device and read
+    at log, evaluation and save steps (a read waits for the GPU), so the run stops at the next of those; weights
+    are checked before every save, so nothing non-finite is ever saved."""
     mlm_probability: float = 0.15
     """Share of tokens masked for MLM (80% [MASK], 10% random, 10% unchanged)."""
     patience: int = 0
@@ -159,6 +166,8 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr must be > 0")
         _check(0 < self.mlm_probability < 1, "train.mlm_probability must be in (0, 1)")
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+        _check(self.save_minutes >= 0, "train.save_minutes must be >= 0 (0 = off)")
+        _check(self.max_bad_steps >= 1, "train.max_bad_steps must be >= 1")
 
     def eval_batch(self) -> int:
         return self.eval_batch_size or 2 * self.batch_size

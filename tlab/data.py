@@ -148,7 +148,11 @@ class Blocks(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index):
+        """An int -> the block; a batch key (epoch, batch number, index) from EpochBatches(keyed=True) -> the
+        block with its key, so that the collator can draw this batch's MLM masks from the key alone."""
+        if isinstance(index, tuple):
+            return {"block": torch.from_numpy(np.asarray(self.blocks[index[2]], dtype=np.int64)), "key": index}
         return torch.from_numpy(np.asarray(self.blocks[index], dtype=np.int64))
 
 
@@ -159,8 +163,9 @@ class EpochBatches(torch.utils.data.Sampler):
     With `lengths`, examples of similar length share a batch (less padding): shuffle, sort within mega-batches
     of 50 batches, then shuffle the batches — the scheme of transformers' LengthGroupedSampler."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None):
-        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None,
+                 keyed: bool = False):
+        self.n, self.batch_size, self.seed, self.shuffle, self.keyed = n, batch_size, seed, shuffle, keyed
         self.lengths = None if lengths is None else np.asarray(lengths)
         self.epoch = 0
 
@@ -170,7 +175,12 @@ class EpochBatches(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
+        """Lists of indices, or with `keyed` of (epoch, batch number, index) keys (see Blocks)."""
+        for number, batch in enumerate(self._batches()):
+            yield [(self.epoch, number, i) for i in batch] if self.keyed else batch
+
+    def _batches(self) -> Iterator[list[int]]:
         if not self.shuffle:
             order = np.arange(self.n)
             yield from (order[i : i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size))
@@ -189,19 +199,31 @@ class EpochBatches(torch.utils.data.Sampler):
 
 class LMCollator:
     """Stacks packed blocks into (B, T) and adds labels: MLM masking (80/10/10, via transformers' collator)
-    done on the whole batch at once, or CLM labels = inputs (the model shifts them)."""
+    done on the whole batch at once, or CLM labels = inputs (the model shifts them).
 
-    def __init__(self, tokenizer, mlm: bool, mlm_probability: float = 0.15):
+    Keyed training batches get masks drawn from a generator seeded by (seed, epoch, batch number, first index)
+    alone. Masks from the global RNG made resume inexact: accelerate's loader collates batch N+1 before it yields
+    batch N, so the RNG state saved with checkpoint N had already drawn N+1's masks. Unkeyed batches (evaluation)
+    use the global RNG, which the evaluation seeds."""
+
+    def __init__(self, tokenizer, mlm: bool, mlm_probability: float = 0.15, seed: int = 0):
         from transformers import DataCollatorForLanguageModeling
 
-        self.mlm = mlm
+        self.mlm, self.seed = mlm, seed
         self.masker = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability) if mlm else None
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
-    def __call__(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        input_ids = torch.stack(blocks)  # (B, T)
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        keyed = isinstance(items[0], dict)
+        input_ids = torch.stack([item["block"] for item in items] if keyed else items)  # (B, T)
         if not self.mlm:
             return {"input_ids": input_ids, "labels": input_ids.clone()}
+        generator = None
+        if keyed:
+            epoch, number, first = items[0]["key"]
+            seed = np.random.SeedSequence([self.seed, epoch, number, first]).generate_state(2, np.uint32)
+            generator = torch.Generator().manual_seed(int(seed[0]) << 32 | int(seed[1]))
+        self.masker.generator = generator
         special = torch.isin(input_ids, self.special_ids)
         input_ids, labels = self.masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
         return {"input_ids": input_ids, "labels": labels}

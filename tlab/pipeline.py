@@ -21,9 +21,6 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.get(cfg.task)
-    import torch
-    from accelerate.utils import set_seed
-
     from tlab import train
 
     outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite)  # fail fast, before loading anything
@@ -31,7 +28,19 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     run_dir_path = Path(cfg.output_dir)
     accelerator = train.make_accelerator(cfg, project_dir=str(run_dir_path))
     say = echo if accelerator.is_main_process else (lambda _msg: None)
+    # Rank 0 locks the run directory (an existing one now, a new one as it creates it) until the process ends.
     run_dir = outputs.RunDir.plan(cfg.output_dir, cfg.resume, cfg.overwrite, accelerator.is_main_process)
+    try:
+        return _run_locked(cfg, task, accelerator, run_dir, say)
+    finally:
+        run_dir.release()
+
+
+def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None]) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    from tlab import train
+
     accelerator.project_configuration.set_directories(str(run_dir.path))
     set_seed(cfg.train.seed)
 
@@ -57,7 +66,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
             **summary,
         }
         say("tlab " + cfg.task + ": " + ", ".join(f"{k} {_fmt(v)}" for k, v in facts.items()))
-        run_dir.log({"event": "start", "time": time.time(), **facts})
+        run_dir.log({"event": "resume" if cfg.resume and not run_dir.fresh_resume else "start", "time": time.time(), **facts})
 
         if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and train.cpu_has_bf16_units():
             say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains about 1.3x faster (see BENCHMARKS.md)")
@@ -75,7 +84,8 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
         run_dir.finish()
         accelerator.end_training()  # last collective first: this destroys the process group
         final = result["final"]
-        say(f"done in {result['train_seconds']:.0f} s, {result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s: "
+        which = f" ({result['best']['checkpoint']}, the best)" if "last_eval" in result else ""
+        say(f"done in {result['train_seconds']:.0f} s, {result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s{which}: "
             + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
         if model_path:
             say(f"model saved to {run_dir.final / 'model'}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -15,10 +17,26 @@ import torch
 
 from tlab.config import RunConfig, TrainConfig
 from tlab.errors import TlabError
-from tlab.outputs import STATE_FILE, RunDir
+from tlab.outputs import STATE_FILE, RunDir, out_of_space
 
 # Tests simulate a crash after this optimizer step (once its checkpoint is written) to check --resume.
 STOP_AFTER_ENV = "TLAB_STOP_AFTER_STEP"
+# Fault injection for tests and scripts/fault_injection.py: "POINT:STEP[,POINT:STEP]" with POINT one of
+# kill-after-step (SIGKILL once step STEP's update is done), kill-in-save (SIGKILL with step STEP's checkpoint
+# written but not yet committed), term-after-step (SIGTERM to itself, as Slurm sends), nan-from-step (the loss
+# turns NaN from that step on: a diverging run).
+FAULT_ENV = "TLAB_FAULT"
+RNG_FILE = "rng_state_{}.safetensors"
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint saved; `--resume` continues it
+DIVERGED_EXIT = 3
+
+
+class Diverged(TlabError):
+    exit_code = DIVERGED_EXIT
+
+
+class Preempted(TlabError):
+    exit_code = PREEMPTED_EXIT
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_ok: bool) -> str:
@@ -114,12 +132,20 @@ class Job:
 
 @dataclass
 class FitState:
+    """What a checkpoint records besides accelerate's state (trainer_state.json; plain JSON, never a pickle)."""
+
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
     best_metric: Optional[float] = None
     best_checkpoint: Optional[str] = None
+    best_metrics: Optional[dict] = None
     evals_without_gain: int = 0
+    # Totals over every process lifetime of the run, so a resumed run reports the whole run's time and throughput.
+    train_seconds: float = 0.0
+    tokens: int = 0
+    examples: int = 0
+    scheduler: Optional[dict] = None
 
 
 def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
@@ -162,118 +188,164 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     total = tc.max_steps if tc.max_steps > 0 else math.ceil(tc.epochs * steps_per_epoch)
     warmup = int(tc.warmup * total) if tc.warmup < 1 else int(tc.warmup)
     # The scheduler is stepped by us once per optimizer step: accelerate's prepared scheduler would step once per
-    # process and decay N times too fast under N processes.
+    # process and decay N times too fast under N processes. Its state goes into trainer_state.json (accelerate
+    # would pickle a registered object and unpickle it with weights_only=False).
     from transformers import get_scheduler
 
     scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(tc.schedule, tc.schedule), optimizer,
                               num_warmup_steps=warmup, num_training_steps=total)
-    accelerator.register_for_checkpointing(scheduler)
 
     state = FitState()
-    if cfg.resume:
-        state = _restore(accelerator, run, log)
+    if cfg.resume and run.latest_checkpoint() is not None:
+        state = _restore(accelerator, run, scheduler, log)
+    elif cfg.resume:
+        log(f"{run.path} holds no complete checkpoint (the run stopped before its first one): starting it afresh")
     eval_every = tc.eval_every if tc.eval_every > 0 else steps_per_epoch
     save_every = tc.save_every if tc.save_every > 0 else eval_every
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0"))
+    faults = _faults()
+    world = accelerator.num_processes
 
     if accelerator.is_main_process:
-        accelerator.init_trackers("tb")
+        # After a resume, TensorBoard drops the points a killed run logged past its checkpoint.
+        accelerator.init_trackers("tb", init_kwargs={"tensorboard": {"purge_step": state.step + 1}} if state.step else None)
     bar = tqdm(total=total, initial=state.step, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
     window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     all_tokens, all_examples, train_start, pause_seconds = 0, 0, time.perf_counter(), 0.0
+    seconds_before, tokens_before, examples_before = state.train_seconds, state.tokens, state.examples
     last_eval: dict[str, float] = {}
+    # Divergence is counted on the device (a read would wait for the GPU) and read at log, evaluation and save steps.
+    bad_run = torch.zeros((), dtype=torch.long, device=accelerator.device)  # consecutive non-finite steps so far
+    worst_run = torch.zeros_like(bad_run)
+    step_bad = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    first_bad = torch.zeros_like(bad_run)  # first step of the worst run
+    last_save = time.monotonic()
     stop = state.step >= total
     model.train()
-    while not stop:
-        job.train_batches.set_epoch(state.epoch)
-        # accelerate re-sets the sampler's epoch from its own counter, which restarts at 0 in a resumed process.
-        train_loader.set_epoch(state.epoch)
-        batches = train_loader
-        if state.batches_in_epoch:
-            from accelerate import skip_first_batches
+    with _sigterm_flag() as terminated:
+        while not stop:
+            job.train_batches.set_epoch(state.epoch)
+            # accelerate re-sets the sampler's epoch from its own counter, which restarts at 0 in a resumed process.
+            train_loader.set_epoch(state.epoch)
+            batches = train_loader
+            if state.batches_in_epoch:
+                from accelerate import skip_first_batches
 
-            batches = skip_first_batches(train_loader, state.batches_in_epoch)
-        for batch in batches:
-            if cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.batches_in_epoch += 1
-            window_loss += loss.detach().float()
-            window_batches += 1
-            tokens = job.count_tokens(batch)
-            window_tokens += tokens
-            all_tokens += tokens
-            all_examples += len(batch["input_ids"])
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.step += 1
-            bar.update(1)
+                batches = skip_first_batches(train_loader, state.batches_in_epoch)
+            for batch in batches:
+                if cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    if faults.get("nan-from-step", 0) and state.step + 1 >= faults["nan-from-step"]:
+                        loss = loss * float("nan")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                step_bad |= ~torch.isfinite(loss.detach())
+                window_loss += loss.detach().float()
+                window_batches += 1
+                tokens = job.count_tokens(batch)
+                window_tokens += tokens
+                all_tokens += tokens
+                all_examples += len(batch["input_ids"])
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                state.step += 1
+                bar.update(1)
+                bad_run = (bad_run + 1) * step_bad
+                first_bad = torch.where(bad_run > worst_run, state.step + 1 - bad_run, first_bad)
+                worst_run = torch.maximum(worst_run, bad_run)
+                step_bad = torch.zeros_like(step_bad)
+                _fault(faults, "kill-after-step", state.step)
+                if faults.get("term-after-step") == state.step:
+                    import signal
 
-            if state.step % tc.log_every == 0 or state.step == total:
-                elapsed = time.perf_counter() - window_start
-                mean_loss = accelerator.reduce(window_loss / window_batches, "mean").item()
-                window_tokens = int(window_tokens)
-                tok_s = window_tokens * accelerator.num_processes / max(elapsed, 1e-9)
-                record = {"step": state.step, "epoch": round(state.epoch + state.batches_in_epoch / len(train_loader), 3),
-                          "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
-                run.log(record)
-                accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"], "train/tokens_per_s": tok_s}, step=state.step)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:,.0f}")
-                window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+                    os.kill(os.getpid(), signal.SIGTERM)
 
-            at_end = state.step >= total
-            paused = time.perf_counter()
-            if state.step % eval_every == 0 or at_end:
-                last_eval = job.evaluate(model, eval_loaders, accelerator)
-                model.train()
-                run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
-                accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
-                if accelerator.is_main_process:  # tqdm.write prints even where the bar is disabled
-                    bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))
-                improved = _track_best(state, last_eval, job)
-                if improved or state.step % save_every == 0 or at_end:
-                    _save(accelerator, run, state, cfg, improved)
-                stop = tc.patience > 0 and state.evals_without_gain >= tc.patience
-                if stop and accelerator.is_main_process:
-                    bar.write(f"early stop: {job.main_metric} did not improve for {tc.patience} evaluations")
-            elif state.step % save_every == 0:
-                _save(accelerator, run, state, cfg, False)
-            paused = time.perf_counter() - paused  # evaluation and saving are not training throughput
-            window_start += paused
-            pause_seconds += paused
-            if stop_after and state.step >= stop_after:
-                raise TlabError(f"stopped after step {state.step} ({STOP_AFTER_ENV}); continue with --resume")
-            if at_end or stop:
-                stop = True
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
+                at_end = state.step >= total
+                is_log = state.step % tc.log_every == 0 or at_end
+                if is_log:
+                    elapsed = time.perf_counter() - window_start
+                    mean_loss = accelerator.reduce(window_loss / window_batches, "mean").item()
+                    _check_divergence(accelerator, worst_run, first_bad, tc.max_bad_steps)
+                    window_tokens = int(window_tokens)
+                    tok_s = window_tokens * world / max(elapsed, 1e-9)
+                    record = {"step": state.step, "epoch": round(state.epoch + state.batches_in_epoch / len(train_loader), 3),
+                              "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
+                    run.log(record)
+                    accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"], "train/tokens_per_s": tok_s}, step=state.step)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                    window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+                # One process checks its own flags at every step; several must agree, so they compare them at log
+                # steps (one small collective where the loss is reduced anyway).
+                term_now, time_due = bool(terminated), tc.save_minutes > 0 and time.monotonic() - last_save >= 60 * tc.save_minutes
+                if world > 1:
+                    term_now, time_due = _agree(accelerator, (term_now, time_due)) if is_log else (False, False)
+
+                paused = time.perf_counter()
+                def save(is_best: bool) -> None:
+                    nonlocal last_save
+                    _check_divergence(accelerator, worst_run, first_bad, tc.max_bad_steps, model)
+                    state.train_seconds = round(seconds_before + time.perf_counter() - train_start - pause_seconds, 3)
+                    state.tokens, state.examples = tokens_before + int(all_tokens) * world, examples_before + all_examples * world
+                    _save(accelerator, run, state, scheduler, cfg, is_best, faults)
+                    last_save = time.monotonic()
+
+                if state.step % eval_every == 0 or at_end:
+                    _check_divergence(accelerator, worst_run, first_bad, tc.max_bad_steps, model)
+                    last_eval = job.evaluate(model, eval_loaders, accelerator)
+                    model.train()
+                    run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
+                    accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
+                    if accelerator.is_main_process:  # tqdm.write prints even where the bar is disabled
+                        bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))
+                    improved = _track_best(state, last_eval, job)
+                    if improved or state.step % save_every == 0 or at_end or time_due or term_now:
+                        save(improved)
+                    stop = tc.patience > 0 and state.evals_without_gain >= tc.patience
+                    if stop and accelerator.is_main_process:
+                        bar.write(f"early stop: {job.main_metric} did not improve for {tc.patience} evaluations")
+                elif state.step % save_every == 0 or time_due or term_now:
+                    save(False)
+                paused = time.perf_counter() - paused  # evaluation and saving are not training throughput
+                window_start += paused
+                pause_seconds += paused
+                if term_now and not (at_end or stop):
+                    raise Preempted(f"terminated (SIGTERM) at step {state.step}: checkpoint saved; continue with --resume")
+                if stop_after and state.step >= stop_after:
+                    raise TlabError(f"stopped after step {state.step} ({STOP_AFTER_ENV}); continue with --resume")
+                if at_end or stop:
+                    stop = True
+                    break
+            else:
+                state.epoch += 1
+                state.batches_in_epoch = 0
     bar.close()
-    seconds = time.perf_counter() - train_start - pause_seconds
+    seconds = seconds_before + time.perf_counter() - train_start - pause_seconds
+    final = last_eval
     if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
-        accelerator.load_state(str(run.path / "checkpoints" / state.best_checkpoint))  # keep the best model
+        _load_checkpoint(accelerator, run.path / "checkpoints" / state.best_checkpoint)  # keep the best model
+        final = state.best_metrics or last_eval
     for tracker in accelerator.trackers:  # not end_training(): it destroys the process group the caller still needs
         tracker.finish()
-    world = accelerator.num_processes
     # Under FSDP each rank holds a shard: gather the full weights (a collective, so on every rank) for saving.
     sharded = accelerator.distributed_type.name == "FSDP"
+    tokens, examples = tokens_before + int(all_tokens) * world, examples_before + all_examples * world
     return {
         "state_dict": accelerator.get_state_dict(model) if sharded else None,
         "steps": state.step,
         "epochs": round(state.epoch + state.batches_in_epoch / max(1, len(train_loader)), 3),
-        "final": last_eval,
+        "final": final,  # the metrics of the saved model (the best checkpoint's when fine-tuning restored it)
+        **({"last_eval": last_eval} if final is not last_eval else {}),
         "best": {"checkpoint": state.best_checkpoint, job.main_metric: state.best_metric} if job.main_metric else {},
         "train_seconds": round(seconds, 2),
-        "tokens_per_s": round(int(all_tokens) * world / max(seconds, 1e-9), 1),
-        "samples_per_s": round(all_examples * world / max(seconds, 1e-9), 2),
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        "samples_per_s": round(examples / max(seconds, 1e-9), 2),
         "model": accelerator.unwrap_model(model),
     }
 
@@ -298,35 +370,183 @@ def _param_groups(model, weight_decay: float):
 
 
 def _track_best(state: FitState, metrics: dict[str, float], job: Job) -> bool:
+    """Whether this evaluation is the best so far. A tie moves "best" to the newer checkpoint (so the model saved
+    is the one whose metrics are reported last) without counting as a gain for early stopping; a non-finite value
+    is never best."""
     value = metrics.get(job.main_metric)
-    if value is None:
+    if value is None or not math.isfinite(value):
+        state.evals_without_gain += value is not None
         return False
     better = state.best_metric is None or (value > state.best_metric if job.greater_is_better else value < state.best_metric)
+    if better or value == state.best_metric:
+        state.best_checkpoint, state.best_metrics = f"step-{state.step}", dict(metrics)
     if better:
         state.best_metric, state.evals_without_gain = value, 0
-        state.best_checkpoint = f"step-{state.step}"
     else:
         state.evals_without_gain += 1
-    return better
+    return better or value == state.best_metric
 
 
-def _save(accelerator, run: RunDir, state: FitState, cfg: RunConfig, is_best: bool) -> None:
+def _check_divergence(accelerator, worst_run, first_bad, limit: int, model=None) -> None:
+    """Stop when the loss was non-finite for `limit` consecutive steps or, before anything is saved, when any
+    weight is: a checkpoint or model of NaNs must never exist. Reads the device counters (a sync: only at log,
+    evaluation and save steps)."""
+    worst, first = (int(v) for v in accelerator.reduce(torch.stack([worst_run, first_bad]), "max").tolist())
+    if worst >= limit:
+        raise Diverged(f"training diverged: the loss was not finite for {worst} consecutive steps from step {first} "
+                       f"(train.max_bad_steps={limit}); the newest checkpoint before it is kept — lower --lr or "
+                       "check the data, then resume or start again")
+    if model is not None:
+        bad = torch.zeros((), device=accelerator.device)
+        for param in model.parameters():
+            bad += (~torch.isfinite(param.detach())).any()
+        if accelerator.reduce(bad, "sum").item() > 0:
+            raise Diverged(f"training diverged: weights are not finite{f' (the loss was not finite from step {first})' if worst else ''}; "
+                           "nothing was saved from this point — lower --lr, then resume from the newest checkpoint")
+
+
+def _agree(accelerator, flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Any rank's flag counts for all (max over ranks), so every rank takes the same branch into collectives."""
+    values = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum").tolist()
+    return tuple(v > 0 for v in values)
+
+
+class _Flag:
+    def __init__(self):
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+@contextmanager
+def _sigterm_flag():
+    """SIGTERM (Slurm, Kubernetes) -> a flag the loop reads at the next step boundary, where it saves a checkpoint
+    and stops. Only the main thread can install handlers; elsewhere SIGTERM keeps its default."""
+    import signal
+    import threading
+
+    flag = _Flag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag.value = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _faults() -> dict[str, int]:
+    found = {}
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        point, _, step = item.partition(":")
+        found[point.strip()] = int(step)
+    return found
+
+
+def _fault(faults: dict[str, int], point: str, step: int) -> None:
+    if faults.get(point) == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _save(accelerator, run: RunDir, state: FitState, scheduler, cfg: RunConfig, is_best: bool, faults=None) -> None:
     tmp = run.checkpoint_tmp(state.step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run.commit_checkpoint(state.step, state.__dict__, cfg.train.keep_checkpoints, protect=state.best_checkpoint)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        _save_rng(tmp, accelerator.process_index)
+        accelerator.wait_for_everyone()
+        _fault(faults or {}, "kill-in-save", state.step)
+        if accelerator.is_main_process:
+            state.scheduler = scheduler.state_dict()
+            run.commit_checkpoint(state.step, state.__dict__, cfg.train.keep_checkpoints, protect=state.best_checkpoint)
+    except Exception as exc:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint would keep the disk full
+        full = out_of_space(exc, tmp)
+        if full is not None:
+            raise full from None
+        raise
     accelerator.wait_for_everyone()
 
 
-def _restore(accelerator, run: RunDir, log) -> FitState:
+def _save_rng(directory, rank: int) -> None:
+    """Random states as safetensors + JSON instead of accelerate's pickle (random_states_N.pkl)."""
+    import json
+    import random
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    (directory / f"random_states_{rank}.pkl").unlink(missing_ok=True)
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["numpy_keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, py_state, py_gauss = random.getstate()
+    meta = {"numpy": json.dumps([kind, int(pos), int(has_gauss), float(gauss)]),
+            "python": json.dumps([version, list(py_state), py_gauss])}
+    save_file(tensors, str(directory / RNG_FILE.format(rank)), metadata=meta)
+
+
+def _load_rng(directory, rank: int) -> None:
+    import json
+    import random
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors import safe_open
+
+    path = Path(directory) / RNG_FILE.format(rank)
+    if not path.is_file():
+        raise TlabError(f"checkpoint {directory} has no {path.name} (random states) for process {rank}; resume it with "
+                        "the number of processes it was saved with")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        torch.set_rng_state(handle.get_tensor("torch"))
+        cuda = sorted(k for k in handle.keys() if k.startswith("cuda_"))
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([handle.get_tensor(k) for k in cuda])
+        keys = handle.get_tensor("numpy_keys").numpy().astype(np.uint32)
+    kind, pos, has_gauss, gauss = json.loads(meta["numpy"])
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))
+    version, py_state, py_gauss = json.loads(meta["python"])
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def _load_checkpoint(accelerator, checkpoint) -> None:
+    """accelerate's load_state reads weights from safetensors and every other file with torch.load(weights_only=True)
+    (tensors and plain containers only: no code runs); a file that is not that is refused, not trusted."""
+    try:
+        accelerator.load_state(str(checkpoint))
+    except Exception as exc:
+        raise TlabError(f"checkpoint {checkpoint} cannot be loaded safely ({type(exc).__name__}: "
+                        f"{(str(exc).splitlines() or [''])[0][:160]}); resume from an earlier one or start again") from None
+
+
+def _restore(accelerator, run: RunDir, scheduler, log) -> FitState:
     import json
 
+    run.remove_partial_checkpoints()
     checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        raise TlabError(f"--resume: {run.path} holds no complete checkpoint to continue from")
-    accelerator.load_state(str(checkpoint))
-    state = FitState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    _load_checkpoint(accelerator, checkpoint)
+    _load_rng(checkpoint, accelerator.process_index)
+    try:
+        state = FitState(**json.loads((checkpoint / STATE_FILE).read_text()))
+        if state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TlabError(f"checkpoint {checkpoint}: {STATE_FILE} is not a tlab trainer state ({exc})") from None
+    run.rewind_log(state.step)
     log(f"resuming from {checkpoint} (step {state.step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
     return state

@@ -96,7 +96,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
     skip_padding_probe(model)
 
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
-    collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability)
+    collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability, seed=cfg.train.seed)
     eval_loaders = {}
     if eval_blocks is not None:
         eval_loaders["validation"] = torch.utils.data.DataLoader(data.Blocks(eval_blocks), batch_size=cfg.train.eval_batch() * world,
@@ -104,7 +104,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
     job = Job(
         model=model,
         train_data=data.Blocks(train_blocks),
-        train_batches=data.EpochBatches(len(train_blocks), cfg.train.batch_size * world, cfg.train.seed),
+        train_batches=data.EpochBatches(len(train_blocks), cfg.train.batch_size * world, cfg.train.seed, keyed=mlm),
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, mlm=mlm, seed=cfg.train.seed),
