@@ -1,3 +1,3 @@
 """tlab: pretrain, fine-tune and evaluate transformer language models from the command line."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

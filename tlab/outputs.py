@@ -251,8 +251,10 @@ class RunDir:
                 if leftover.name.startswith(".step-"):
                     _remove(leftover)
 
-    def commit_checkpoint(self, step: int, state: dict[str, Any], keep: int, protect: Optional[str]) -> Path:
-        """Make a checkpoint visible by renaming it, then prune all but the newest `keep` (and `protect`)."""
+    def commit_checkpoint(self, step: int, state: dict[str, Any], keep: int, protect: Optional[str],
+                          while_pruning=lambda: None) -> Path:
+        """Make a checkpoint visible by renaming it, then prune all but the newest `keep` (and `protect`).
+        `while_pruning` runs between an old checkpoint's retirement and its deletion (fault injection)."""
         tmp = self.checkpoint_tmp(step)
         write_json(tmp / STATE_FILE, state)
         final = self.path / CHECKPOINTS / f"step-{step}"
@@ -261,7 +263,7 @@ class RunDir:
         os.replace(tmp, final)
         for old in self.checkpoints()[:-keep]:
             if old.name != protect:
-                _retire(old)
+                _retire(old, while_pruning)
         return final
 
     # -- end of run ----------------------------------------------------------------------------------------
@@ -299,12 +301,13 @@ class RunDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _retire(checkpoint: Path) -> None:
+def _retire(checkpoint: Path, before_delete=lambda: None) -> None:
     """Rename first, then delete: a kill during the deletion leaves a .del folder, never a checkpoint that looks
     complete but misses files."""
     doomed = checkpoint.with_name(f".{checkpoint.name}.del")
     _remove(doomed)
     os.replace(checkpoint, doomed)
+    before_delete()
     shutil.rmtree(doomed, ignore_errors=True)
 
 

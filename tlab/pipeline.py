@@ -75,7 +75,11 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
         model, state_dict = result.pop("model"), result.pop("state_dict")
         model_path = None
         if accelerator.is_main_process:
-            model_path = run_dir.save_model(lambda path: tasks.save(task, model, tokenizer, path, cfg, state_dict))
+            def save(path):
+                tasks.save(task, model, tokenizer, path, cfg, state_dict)
+                train.fault("kill-in-model-save", result["steps"])
+
+            model_path = run_dir.save_model(save)
         metrics = {**facts, **result, "model_path": str(model_path) if model_path else None, "versions": versions(),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run_dir.write_metrics(metrics)

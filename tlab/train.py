@@ -23,8 +23,9 @@ from tlab.outputs import STATE_FILE, RunDir, out_of_space
 STOP_AFTER_ENV = "TLAB_STOP_AFTER_STEP"
 # Fault injection for tests and scripts/fault_injection.py: "POINT:STEP[,POINT:STEP]" with POINT one of
 # kill-after-step (SIGKILL once step STEP's update is done), kill-in-save (SIGKILL with step STEP's checkpoint
-# written but not yet committed), term-after-step (SIGTERM to itself, as Slurm sends), nan-from-step (the loss
-# turns NaN from that step on: a diverging run).
+# written but not yet committed), kill-in-prune (SIGKILL while an old checkpoint is being deleted after step
+# STEP's commit), kill-in-model-save (SIGKILL with model/ written but not renamed into place, STEP = last step),
+# term-after-step (SIGTERM to itself, as Slurm sends), nan-from-step (the loss turns NaN from that step on).
 FAULT_ENV = "TLAB_FAULT"
 RNG_FILE = "rng_state_{}.safetensors"
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: stopped on request with a checkpoint saved; `--resume` continues it
@@ -222,7 +223,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     last_save = time.monotonic()
     stop = state.step >= total
     model.train()
-    with _sigterm_flag() as terminated:
+    with _sigterm_flag() as terminated, bar:  # the bar is closed before any error line is printed
         while not stop:
             job.train_batches.set_epoch(state.epoch)
             # accelerate re-sets the sampler's epoch from its own counter, which restarts at 0 in a resumed process.
@@ -279,6 +280,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
                               "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
                     run.log(record)
                     accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"], "train/tokens_per_s": tok_s}, step=state.step)
+                    _flush(accelerator)
                     bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:,.0f}")
                     window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
                 # One process checks its own flags at every step; several must agree, so they compare them at log
@@ -325,7 +327,9 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
             else:
                 state.epoch += 1
                 state.batches_in_epoch = 0
-    bar.close()
+    if not last_eval and state.step and job.eval_loaders and not (job.restore_best and state.best_metrics):
+        # resumed after its last step (e.g. killed while saving the model): score what will be saved
+        last_eval = job.evaluate(model, eval_loaders, accelerator)
     seconds = seconds_before + time.perf_counter() - train_start - pause_seconds
     final = last_eval
     if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
@@ -394,15 +398,24 @@ def _check_divergence(accelerator, worst_run, first_bad, limit: int, model=None)
     worst, first = (int(v) for v in accelerator.reduce(torch.stack([worst_run, first_bad]), "max").tolist())
     if worst >= limit:
         raise Diverged(f"training diverged: the loss was not finite for {worst} consecutive steps from step {first} "
-                       f"(train.max_bad_steps={limit}); the newest checkpoint before it is kept — lower --lr or "
-                       "check the data, then resume or start again")
+                       f"(train.max_bad_steps={limit}); nothing was saved after it — lower --lr or check the data, then "
+                       "resume from the newest checkpoint or start again")
     if model is not None:
         bad = torch.zeros((), device=accelerator.device)
         for param in model.parameters():
             bad += (~torch.isfinite(param.detach())).any()
         if accelerator.reduce(bad, "sum").item() > 0:
             raise Diverged(f"training diverged: weights are not finite{f' (the loss was not finite from step {first})' if worst else ''}; "
-                           "nothing was saved from this point — lower --lr, then resume from the newest checkpoint")
+                           "nothing was saved from this point — lower --lr, then resume from the newest checkpoint or start again")
+
+
+def _flush(accelerator) -> None:
+    """TensorBoard buffers events for up to two minutes: flushed at each log step, a killed run keeps its curve
+    and people watching a live run see it current."""
+    for tracker in accelerator.trackers:
+        writer = getattr(tracker, "writer", None)
+        if writer is not None and hasattr(writer, "flush"):
+            writer.flush()
 
 
 def _agree(accelerator, flags: tuple[bool, ...]) -> tuple[bool, ...]:
@@ -449,6 +462,11 @@ def _faults() -> dict[str, int]:
     return found
 
 
+def fault(point: str, step: int) -> None:
+    """A fault injection point outside the loop (see FAULT_ENV)."""
+    _fault(_faults(), point, step)
+
+
 def _fault(faults: dict[str, int], point: str, step: int) -> None:
     if faults.get(point) == step:
         import signal
@@ -466,7 +484,8 @@ def _save(accelerator, run: RunDir, state: FitState, scheduler, cfg: RunConfig, 
         _fault(faults or {}, "kill-in-save", state.step)
         if accelerator.is_main_process:
             state.scheduler = scheduler.state_dict()
-            run.commit_checkpoint(state.step, state.__dict__, cfg.train.keep_checkpoints, protect=state.best_checkpoint)
+            run.commit_checkpoint(state.step, state.__dict__, cfg.train.keep_checkpoints, protect=state.best_checkpoint,
+                                  while_pruning=lambda: _fault(faults or {}, "kill-in-prune", state.step))
     except Exception as exc:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint would keep the disk full
@@ -511,22 +530,32 @@ def _load_rng(directory, rank: int) -> None:
     if not path.is_file():
         raise TlabError(f"checkpoint {directory} has no {path.name} (random states) for process {rank}; resume it with "
                         "the number of processes it was saved with")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata()
-        torch.set_rng_state(handle.get_tensor("torch"))
-        cuda = sorted(k for k in handle.keys() if k.startswith("cuda_"))
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([handle.get_tensor(k) for k in cuda])
-        keys = handle.get_tensor("numpy_keys").numpy().astype(np.uint32)
-    kind, pos, has_gauss, gauss = json.loads(meta["numpy"])
-    np.random.set_state((kind, keys, pos, has_gauss, gauss))
-    version, py_state, py_gauss = json.loads(meta["python"])
-    random.setstate((version, tuple(py_state), py_gauss))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+            torch.set_rng_state(handle.get_tensor("torch"))
+            cuda = sorted(k for k in handle.keys() if k.startswith("cuda_"))
+            if cuda and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([handle.get_tensor(k) for k in cuda])
+            keys = handle.get_tensor("numpy_keys").numpy().astype(np.uint32)
+        kind, pos, has_gauss, gauss = json.loads(meta["numpy"])
+        np.random.set_state((kind, keys, pos, has_gauss, gauss))
+        version, py_state, py_gauss = json.loads(meta["python"])
+        random.setstate((version, tuple(py_state), py_gauss))
+    except Exception as exc:  # safetensors and numpy raise several types for a damaged file
+        raise TlabError(f"checkpoint {directory}: {path.name} is not a valid random-state file ({type(exc).__name__}); "
+                        "resume from an earlier checkpoint or start again") from None
 
 
 def _load_checkpoint(accelerator, checkpoint) -> None:
     """accelerate's load_state reads weights from safetensors and every other file with torch.load(weights_only=True)
     (tensors and plain containers only: no code runs); a file that is not that is refused, not trusted."""
+    from pathlib import Path
+
+    if (Path(checkpoint) / "custom_checkpoint_0.pkl").exists():
+        # accelerate unpickles registered objects with weights_only=False; tlab < 0.2 saved its scheduler that way
+        raise TlabError(f"checkpoint {checkpoint} holds pickled state (custom_checkpoint_0.pkl, from tlab < 0.2 or "
+                        "planted), which tlab does not load: start the run again")
     try:
         accelerator.load_state(str(checkpoint))
     except Exception as exc:
