@@ -1,4 +1,4 @@
-"""The command line through CliRunner: help, dry runs and bad input (one error line, no traceback, nothing damaged)."""
+"""The command line through CliRunner: help, dry runs, start-up cost, the YAML headers. Bad input: test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -14,16 +14,6 @@ from tlab import __version__
 from tlab.cli import app
 
 runner = CliRunner()
-
-
-def refused(args, message):
-    result = runner.invoke(app, args)
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    assert message in errors[0], errors[0]
-    return result
 
 
 def test_help_version_tasks_presets():
@@ -73,45 +63,6 @@ def test_cli_import_stays_light():
     code = "import sys, tlab.cli; print(','.join(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert heavy == ""
-
-
-@pytest.fixture()
-def bad_files(tmp_path):
-    (tmp_path / "empty.txt").write_text("")
-    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 20)
-    (tmp_path / "blank.txt").write_text("\n \n\t\n")
-    keep = tmp_path / "keep"
-    keep.mkdir()
-    (keep / "f").write_text("x")
-    return tmp_path
-
-
-def test_bad_pretrain_inputs_fail_cleanly_and_leave_nothing(bad_files, shakespeare):
-    d = bad_files
-    refused(["pretrain", "--train-file", str(d / "missing.txt"), "-o", str(d / "b1")], "not found")
-    refused(["pretrain", "--train-file", str(d / "empty.txt"), "-o", str(d / "b2")], "empty")
-    refused(["pretrain", "--train-file", str(d / "binary.bin"), "-o", str(d / "b3")], "not UTF-8 text")
-    refused(["pretrain", "--train-file", str(d / "blank.txt"), "-o", str(d / "b4")], "whitespace")
-    refused(["pretrain", "--objective", "nonsense", "-o", str(d / "b5")], "unknown objective")
-    refused(["pretrain", "--preset", "huge", "-o", str(d / "b6")], "unknown preset")
-    refused(["pretrain", "--objective", "clm", "--preset", "bert-mini", "-o", str(d / "b6")], "does not fit")
-    refused(["pretrain", "-o", str(d / "b7"), "no.such.key=1"], "no.such.key")
-    refused(["pretrain", "--train-file", str(shakespeare), "--block-size", "100000", "-o", str(d / "b8"),
-             "model.preset=tiny", "model.vocab_size=500"], "exceeds the model's")
-    refused(["pretrain", "--train-file", str(shakespeare), "-o", str(d / "keep")], "already exists")
-    refused(["pretrain", "--resume", "-o", str(d / "nothing-here")], "does not exist")
-    refused(["finetune", "--task", "mlm"], "pretraining objective")
-    for name in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "nothing-here"):
-        assert not (d / name).exists(), name
-    assert (d / "keep" / "f").read_text() == "x"
-    assert sorted(p.name for p in (d / "keep").iterdir()) == ["f"]
-
-
-def test_unwritable_output_dir(tmp_path, shakespeare):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    refused(["pretrain", "--train-file", str(shakespeare), "-o", str(blocker / "run")], "not writable")
-    assert blocker.read_text() == "not a folder"
 
 
 ROOT = Path(__file__).resolve().parents[1]

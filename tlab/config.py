@@ -168,6 +168,16 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
         _check(self.save_minutes >= 0, "train.save_minutes must be >= 0 (0 = off)")
         _check(self.max_bad_steps >= 1, "train.max_bad_steps must be >= 1")
+        # -1 and 0 both mean "not set" (epochs decide); anything lower is a typo, not a choice
+        _check(self.max_steps >= -1, f"train.max_steps (--max-steps) must be > 0, or -1 for not set, got {self.max_steps}")
+        _check(self.warmup >= 0, f"train.warmup must be >= 0 (a fraction of the steps when < 1, else steps), got {self.warmup}")
+        _check(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
+        _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        for name in ("eval_every", "save_every", "patience"):
+            _check(getattr(self, name) >= 0, f"train.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")
+        _check(self.eval_batch_size is None or self.eval_batch_size >= 1,
+               f"train.eval_batch_size (eval --batch-size) must be >= 1, got {self.eval_batch_size}")
 
     def eval_batch(self) -> int:
         return self.eval_batch_size or 2 * self.batch_size

@@ -26,11 +26,25 @@ def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool):
             raise TlabError(f"{path} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
         if config.num_labels != spec.num_labels:
             raise TlabError(f"{path} predicts {config.num_labels} labels but task {spec.name} has {spec.num_labels}")
-        return modeling.load_pretrained(AutoModelForSequenceClassification, path, cfg.trust_remote_code)
+        check_label_names(path, config, spec)
+        return modeling.load_pretrained(AutoModelForSequenceClassification, path, cfg.trust_remote_code,
+                                        trained_only="classification head")
     extra = {"num_labels": spec.num_labels, "problem_type": "regression" if labels is None else "single_label_classification"}
     if labels is not None:
         extra.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     return modeling.load_pretrained(AutoModelForSequenceClassification, path, cfg.trust_remote_code, **extra)
+
+
+def check_label_names(path: str, config, spec) -> None:
+    """An SST-2 classifier scored on MRPC has as many labels, but its classes mean something else. Generic names
+    (LABEL_0, ...: a classifier trained outside tlab) say nothing either way and pass; case is ignored (Hub SST-2
+    models say NEGATIVE/POSITIVE)."""
+    names = [str(config.id2label[key]) for key in sorted(config.id2label, key=int)]
+    if spec.label_names is None or names == [f"LABEL_{i}" for i in range(len(names))]:
+        return
+    if [n.lower() for n in names] != [n.lower() for n in spec.label_names]:
+        raise TlabError(f"model {path} was fine-tuned for labels [{', '.join(names)}] but task {spec.name} has "
+                        f"[{', '.join(spec.label_names)}]")
 
 
 # Sequence classifiers whose head reads only the first position ([CLS] / <s>) of the last layer, and whose layers
@@ -77,7 +91,11 @@ def freeze(model, spec: str) -> None:
     else:
         modules = [base.get_input_embeddings(), getattr(base, "embeddings", None)]
         if spec.startswith("layers:"):
-            modules += list(_layers(base))[: int(spec.split(":")[1])]
+            layers, wanted = list(_layers(base)), int(spec.split(":")[1])
+            if wanted > len(layers):  # slicing would quietly freeze them all
+                raise TlabError(f"--freeze {spec}: the model has {len(layers)} layers (use layers:0 to "
+                                f"layers:{len(layers)}, or encoder)")
+            modules += layers[:wanted]
     for module in filter(None, modules):
         for param in module.parameters():
             param.requires_grad_(False)

@@ -28,7 +28,7 @@ class Classifier:
         config = AutoConfig.from_pretrained(path)
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
             raise TlabError(f"{name} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
-        model = modeling.load_pretrained(AutoModelForSequenceClassification, path).eval()
+        model = modeling.load_pretrained(AutoModelForSequenceClassification, path, trained_only="classification head").eval()
         finetuning.first_token_only_in_last_layer(model)
         return cls(model, modeling.load_tokenizer(path), modeling.max_positions(config) or 512)
 
@@ -42,6 +42,8 @@ class Classifier:
                              max_length=self.max_length, return_tensors="pt")
         with torch.no_grad():
             logits = self.model(**enc).logits.float()
+        if not torch.isfinite(logits).all():  # NaN weights (a diverged run) would print "negative nan"
+            raise TlabError("model outputs are not finite (NaN/inf logits): the model is broken (diverged training?)")
         if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
             return [(None, float(v)) for v in logits.squeeze(-1)]
         probs = logits.softmax(-1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -15,6 +17,19 @@ from tlab.errors import TlabError
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT_EOS = "<|endoftext|>"
+
+# Set while `tlab eval` builds its model: a head that would be newly initialised is then refused, not scored as if
+# trained. A flag rather than an argument because the LM task builds its model the same way for training and eval.
+_EVALUATING: ContextVar[bool] = ContextVar("tlab_evaluating", default=False)
+
+
+@contextmanager
+def evaluating():
+    token = _EVALUATING.set(True)
+    try:
+        yield
+    finally:
+        _EVALUATING.reset(token)
 
 
 def resolve_checkpoint(name: str) -> str:
@@ -113,9 +128,16 @@ def build_lm(cfg: ModelConfig, objective: str, tokenizer, block_size: int):
 
     auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
     if cfg.name_or_path:
-        model = load_pretrained(auto, resolve_checkpoint(cfg.name_or_path), cfg.trust_remote_code)
+        head = ("masked-LM head" if objective == "mlm" else "causal-LM head") if _EVALUATING.get() else None
+        model = load_pretrained(auto, resolve_checkpoint(cfg.name_or_path), cfg.trust_remote_code, trained_only=head)
     else:
-        model = auto.from_config(preset_config(cfg, objective, tokenizer))
+        config = preset_config(cfg, objective, tokenizer)
+        try:
+            model = auto.from_config(config)
+        except (TypeError, ValueError) as exc:  # an override the config accepts but the model cannot be built with
+            if not cfg.overrides:
+                raise
+            raise TlabError(f"invalid model.overrides for {config.model_type}: {str(exc).splitlines()[0][:240]}") from None
     positions = max_positions(model.config)
     if positions and block_size > positions:
         raise TlabError(f"block size {block_size} exceeds the model's {positions} positions (lower --block-size)")
@@ -137,11 +159,36 @@ def preset_config(cfg: ModelConfig, objective: str, tokenizer):
             kwargs.update(type_vocab_size=1)
     else:
         kwargs.update(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    check_override_keys(CONFIG_MAPPING[arch], cfg.overrides, arch)
     kwargs.update(cfg.overrides)
     try:
-        return CONFIG_MAPPING[arch](**kwargs)
+        config = CONFIG_MAPPING[arch](**kwargs)
     except (TypeError, ValueError) as exc:
-        raise TlabError(f"invalid model.overrides for {arch}: {exc}") from None
+        raise TlabError(f"invalid model.overrides for {arch}: {str(exc).splitlines()[0][:240]}") from None
+    check_heads(config, arch)
+    return config
+
+
+def check_override_keys(config_class, overrides: dict, arch: str) -> None:
+    """PretrainedConfig stores any keyword, so a typo (num_hiden_layers) would be kept and silently ignored."""
+    import difflib
+
+    known = set(vars(config_class())) | set(getattr(config_class, "attribute_map", {}))
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TlabError(f"unknown key model.overrides.{key}: {arch} models have no such setting{hint}")
+
+
+def check_heads(config, arch: str) -> None:
+    """Every architecture here splits the hidden size evenly over the heads; the models' own message comes later
+    and names no config key."""
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and (heads < 1 or hidden % heads):
+        divisors = [n for n in range(1, min(hidden, 64) + 1) if hidden % n == 0]
+        raise TlabError(f"model.overrides: {heads} attention heads do not divide the hidden size {hidden} of {arch} "
+                        f"(e.g. {', '.join(map(str, divisors[-4:]))} do)")
 
 
 def max_positions(config) -> Optional[int]:
@@ -152,12 +199,22 @@ def max_positions(config) -> Optional[int]:
     return None
 
 
-def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, **kwargs):
-    """from_pretrained with safetensors only: pickled .bin weights can run code when loaded."""
+def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, trained_only: Optional[str] = None,
+                    **kwargs):
+    """from_pretrained with safetensors only: pickled .bin weights can run code when loaded. With `trained_only`
+    (the head's name, for evaluation) a checkpoint lacking weights the model needs is refused: transformers would
+    initialise them randomly, and the scores of a random head look like a bad model's."""
     try:
-        return auto_class.from_pretrained(name, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
+        model, info = auto_class.from_pretrained(name, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                 output_loading_info=True, **kwargs)
     except Exception as exc:
         raise TlabError(f"could not load model {name!r}: {str(exc).splitlines()[0][:240]}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if trained_only and missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise TlabError(f"model {name} has no trained {trained_only} (missing weights {shown}): train it for this "
+                        "task first")
+    return model
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -35,8 +35,9 @@ def root(
 
 
 @contextmanager
-def user_errors():
-    """Bad input ends in one line on stderr and exit 2; Ctrl-C in exit 130. TLAB_DEBUG=1 shows tracebacks."""
+def user_errors(unexpected_exit: int = 1):
+    """Bad input ends in one line on stderr and exit 2; Ctrl-C in exit 130. TLAB_DEBUG=1 shows tracebacks.
+    An unexpected exception exits `unexpected_exit`: `tlab eval` passes 2, because its 1 means "a gate failed"."""
     try:
         yield
     except TlabError as exc:
@@ -52,7 +53,7 @@ def user_errors():
             raise
         first = (str(exc).splitlines() or [""])[0][:300]
         typer.echo(f"error: {type(exc).__name__}: {first} (set TLAB_DEBUG=1 for the traceback)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(unexpected_exit) from None
 
 
 def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +11,7 @@ import typer
 from tlab.cli import app, options as o, user_errors
 from tlab.errors import TlabError
 
-PASSED, FAILED = 0, 1  # bad input exits with TlabError.exit_code (2)
+PASSED, FAILED, BROKEN = 0, 1, 2  # BROKEN: bad input, an unusable model or an unexpected error; never "a worse model"
 
 
 def parse_bounds(items: list[str], flag: str) -> dict[str, float]:
@@ -24,7 +25,46 @@ def parse_bounds(items: list[str], flag: str) -> dict[str, float]:
             sep = ""
         if not sep or not name.strip():
             raise TlabError(f"{flag} {item!r} is not of the form metric=value (e.g. accuracy=0.9)")
+        if not math.isfinite(found[name.strip()]):
+            raise TlabError(f"{flag} {item!r}: the bound must be a finite number")
     return found
+
+
+def check_writable(output: str) -> None:
+    """Refuse an --output that cannot be written before the evaluation runs, not after it (write_json creates
+    missing folders, so the nearest existing one must take a new file: a probe file says so even for root)."""
+    import tempfile
+
+    target = Path(output).expanduser()
+    if target.is_dir():
+        raise TlabError(f"--output {output} is a folder: give a file name, e.g. {target / 'results.json'}")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TlabError(f"--output {output} cannot be written: {parent} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tlab-probe-"):
+            pass
+    except OSError as exc:
+        raise TlabError(f"--output {output} cannot be written: {parent} takes no new files ({exc.strerror or exc})") from None
+
+
+def refuse_non_finite(metrics: dict, model: str) -> None:
+    """A NaN/inf loss means NaN/inf outputs: the model is broken (a diverged run), which is not a score to gate on.
+    Other metrics may be NaN for a finite model (Pearson of constant predictions); those only fail their gates."""
+    loss = metrics.get("loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        raise TlabError(f"model outputs are not finite ({loss} loss): {model} is broken (diverged training?), not scored")
+
+
+def gates(metrics: dict, bounds: list[tuple[str, str, float]]) -> list[dict]:
+    """One record per --min/--max; a non-finite value passes no gate (inf >= 0.9 would otherwise hold)."""
+    def holds(value, op: str, bound: float) -> bool:
+        return math.isfinite(value) and (value >= bound if op == ">=" else value <= bound)
+
+    return [{"metric": m, "op": op, "bound": v, "value": metrics[m], "passed": holds(metrics[m], op, v)}
+            for m, op, v in bounds]
 
 
 @app.command("eval")
@@ -41,13 +81,13 @@ def eval_command(
     config: o.ConfigFile = None,
     overrides: o.Overrides = None,
 ) -> None:
-    """Evaluate a checkpoint on a task's validation data. Exit 0 when every --min/--max holds, 1 when one
-    fails, 2 on bad input.
+    """Evaluate a checkpoint on a task's validation data. Exit codes: 0 every --min/--max holds, 1 a gate failed,
+    2 anything else (bad input, a model that does not fit the task or outputs NaN, an unexpected error).
 
     [dim]Example (a CI gate):[/dim]  tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json
     """
     code = PASSED
-    with user_errors():
+    with user_errors(unexpected_exit=BROKEN):
         from tlab import config as config_mod, outputs, pipeline
 
         bounds = [(m, ">=", v) for m, v in parse_bounds(minimum or [], "--min").items()]
@@ -59,16 +99,15 @@ def eval_command(
         from tlab.tasks import info
 
         info(cfg.task)  # an unknown task fails before any model is loaded
+        if output:
+            check_writable(output)
         results = pipeline.evaluate(cfg)
+        refuse_non_finite(results["metrics"], cfg.model.name_or_path)
         unknown = [m for m, _, _ in bounds if m not in results["metrics"]]
         if unknown:
             raise TlabError(f"--min/--max name metric(s) {', '.join(unknown)} that task {cfg.task} does not report "
                             f"(it reports: {', '.join(results['metrics'])})")
-        results["gates"] = [
-            {"metric": m, "op": op, "bound": v, "value": results["metrics"][m],
-             "passed": results["metrics"][m] >= v if op == ">=" else results["metrics"][m] <= v}
-            for m, op, v in bounds
-        ]
+        results["gates"] = gates(results["metrics"], bounds)
         results["passed"] = all(g["passed"] for g in results["gates"])
         if output:
             outputs.write_json(Path(output), results)

@@ -10,6 +10,17 @@ import typer
 from tlab.cli import app, options as o, user_errors
 
 
+def stdin_text() -> str:
+    """All of stdin, decoded strictly: the locale's lenient decoding would hand the tokenizer lone surrogates."""
+    from tlab.errors import TlabError
+
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return raw.decode("utf-8-sig")  # -sig: a BOM from Windows tools is not part of the first text
+    except UnicodeDecodeError as exc:
+        raise TlabError(f"stdin is not UTF-8 text (byte {exc.start} cannot be decoded); convert it, e.g. with iconv") from None
+
+
 @app.command()
 def predict(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify; none = read lines from stdin. A tab separates the two sentences of a pair.", show_default=False)] = None,
@@ -29,7 +40,9 @@ def predict(
 
         if not model:
             raise TlabError("pass --model (a fine-tuned tlab run directory or classifier directory)")
-        lines = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if batch_size < 1:
+            raise TlabError(f"--batch-size must be >= 1, got {batch_size}")
+        lines = texts or [line.rstrip("\r") for line in stdin_text().split("\n") if line.strip()]
         if not lines:
             raise TlabError("no text to classify: give texts as arguments or lines on stdin")
         pairs = [(line, text_b) if text_b is not None else tuple((line.split("\t", 1) + [None])[:2]) for line in lines]

@@ -19,7 +19,8 @@ def load_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str, files: Opti
     d = cfg.data
     if files:
         parts = [glue_data.load_custom_file(f, d.text_a_column or spec.text_a, d.text_b_column if d.text_b_column else spec.text_b,
-                                            d.label_column or spec.label_column, spec.label_names) for f in files]
+                                            d.label_column or spec.label_column, spec.label_names,
+                                            score_range=spec.score_range) for f in files]
         if len(parts) == 1:
             return parts[0]
         import datasets
@@ -61,6 +62,10 @@ def held_out_by_sentence(train, fraction: float, seed: int):
         digest = hashlib.sha1(f"{seed}:{text.strip().lower()}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
+    sentences = len({t.strip().lower() for t in train["text_a"]})
+    if sentences * fraction < 1:  # a hash split would hold out nothing, or by chance far more than `fraction`
+        raise TlabError(f"the training data is too small to hold out validation ({sentences} distinct sentences x "
+                        f"data.validation_fraction {fraction:g} < 1): give --validation-file")
     flags = [held(t) for t in train["text_a"]]
     validation = train.select([i for i, f in enumerate(flags) if f])
     rest = train.select([i for i, f in enumerate(flags) if not f])

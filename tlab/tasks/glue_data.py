@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +42,7 @@ class GlueSpec:
     test_splits: tuple[str, ...] = ("test",)
     split_files: Mapping[str, str] = field(default_factory=lambda: _FILES, hash=False)  # split -> file name
     column_names: Optional[tuple[str, ...]] = None  # only for headerless files (CoLA train/dev)
+    score_range: Optional[tuple[float, float]] = None  # regression: the scale of the scores (STS-B: 0-5)
 
     @property
     def has_header(self) -> bool:
@@ -73,7 +75,7 @@ GLUE_TASKS: dict[str, GlueSpec] = {
     "mrpc": GlueSpec("mrpc", "MRPC", "mrpc", "#1 String", "#2 String", "Quality", ("not_equivalent", "equivalent"),
                      _01, ("f1", "accuracy"), "f1", ("sentence1", "sentence2")),
     "stsb": GlueSpec("stsb", "STS-B", "stsb", "sentence1", "sentence2", "score", None, None,
-                     ("pearson", "spearmanr"), "spearmanr", ("sentence1", "sentence2")),
+                     ("pearson", "spearmanr"), "spearmanr", ("sentence1", "sentence2"), score_range=(0.0, 5.0)),
     "qqp": GlueSpec("qqp", "QQP", "qqp", "question1", "question2", "is_duplicate", ("not_duplicate", "duplicate"),
                     _01, ("f1", "accuracy"), "f1", ("question1", "question2")),
     "mnli": GlueSpec("mnli", "MNLI", "mnli", "sentence1", "sentence2", "gold_label",
@@ -181,13 +183,21 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
                 raise TlabError(f"{path} line {lineno} is not valid JSON ({e.msg})") from None
 
 
-def _parse_label(value, accepted: Optional[Mapping[str, int]], path: Path, lineno: int):
-    """Class index via `accepted` (file value -> index), or a float for regression (accepted is None)."""
+def _parse_label(value, accepted: Optional[Mapping[str, int]], path: Path, lineno: int,
+                 score_range: Optional[tuple[float, float]] = None):
+    """Class index via `accepted` (file value -> index), or a float for regression (accepted is None), which must be
+    finite and, given a `score_range`, on the task's scale (a 0-100 or 0-1 file would train the wrong scale)."""
     if accepted is None:
         try:
-            return float(value)
+            score = float(value)
         except (TypeError, ValueError):
             raise TlabError(f"label {value!r} in {path} line {lineno} is not a number (regression task)") from None
+        if not math.isfinite(score):
+            raise TlabError(f"score {value!r} in {path} line {lineno} is not a finite number")
+        if score_range and not score_range[0] <= score <= score_range[1]:
+            raise TlabError(f"score {value!r} in {path} line {lineno} is outside the task's scale "
+                            f"{score_range[0]:g}-{score_range[1]:g}")
+        return score
     key = value.strip() if isinstance(value, str) else value
     if isinstance(key, float) and key.is_integer():  # JSON may write class 1 as 1.0
         key = int(key)
@@ -199,7 +209,8 @@ def _parse_label(value, accepted: Optional[Mapping[str, int]], path: Path, linen
 
 
 def _build(path: Path, records: Iterator[tuple[int, dict]], text_a: str, text_b: Optional[str],
-           label_column: Optional[str], accepted: Optional[Mapping[str, int]], need_label: bool) -> datasets.Dataset:
+           label_column: Optional[str], accepted: Optional[Mapping[str, int]], need_label: bool,
+           score_range: Optional[tuple[float, float]] = None) -> datasets.Dataset:
     """text_a/text_b/label columns from (line number, record) pairs; columns are checked on the first record."""
     import datasets  # here, not at the top: `tlab tasks` reads the table above without loading datasets
 
@@ -223,7 +234,7 @@ def _build(path: Path, records: Iterator[tuple[int, dict]], text_a: str, text_b:
             cols[out].append(value)
         if has_label and label_column not in rec:
             raise TlabError(f"{path} line {lineno} lacks column {label_column!r}")
-        cols["label"].append(_parse_label(rec[label_column], accepted, path, lineno) if has_label else -1)
+        cols["label"].append(_parse_label(rec[label_column], accepted, path, lineno, score_range) if has_label else -1)
     if not checked:
         raise TlabError(f"{path} is empty (no data rows)")
     if not text_b:
@@ -247,7 +258,8 @@ def load_glue_split(spec: GlueSpec, data_dir: str | Path, split: str) -> dataset
                         f"root or the {spec.folder} folder holding {spec.split_files[split]}")
     # Official files are read strictly: only their own label values. Test files carry no labels (-> -1).
     return _build(path, _table_records(path, spec.column_names), spec.text_a, spec.text_b, spec.label_column,
-                  None if spec.is_regression else spec.label_map, need_label=split not in spec.test_splits)
+                  None if spec.is_regression else spec.label_map, need_label=split not in spec.test_splits,
+                  score_range=spec.score_range)
 
 
 def load_glue_hub(spec: GlueSpec, split: str) -> datasets.Dataset:
@@ -269,7 +281,8 @@ def load_glue_hub(spec: GlueSpec, split: str) -> datasets.Dataset:
 
 
 def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label_column: Optional[str],
-                     label_names: Optional[Sequence[str]], *, require_label: bool = True) -> datasets.Dataset:
+                     label_names: Optional[Sequence[str]], *, require_label: bool = True,
+                     score_range: Optional[tuple[float, float]] = None) -> datasets.Dataset:
     """A user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl file as text_a/text_b/label.
 
     Labels may be names (e.g. "positive") or indices into label_names; label_names None means regression
@@ -285,4 +298,5 @@ def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label
     records = _json_records(path) if ext.startswith(".json") else _table_records(path, tsv=ext == ".tsv")
     accepted = None if label_names is None else (
         {str(i): i for i in range(len(label_names))} | {n: i for i, n in enumerate(label_names)})
-    return _build(path, records, text_a, text_b, label_column, accepted, need_label=require_label)
+    return _build(path, records, text_a, text_b, label_column, accepted, need_label=require_label,
+                  score_range=score_range)

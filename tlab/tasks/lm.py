@@ -34,8 +34,11 @@ def load_texts(cfg: RunConfig):
     if d.validation_file:
         validation = data.load_corpus(data.expand_files([d.validation_file]), d.text_column)
     if validation is None and d.validation_fraction > 0:
-        if len(train) < 2:
-            raise TlabError("the corpus has a single line: give --validation-file or set data.validation_fraction=0")
+        # train_test_split rounds the held-out part up: 3 lines at 5% would hold out a third of the corpus
+        if len(train) * d.validation_fraction < 1:
+            raise TlabError(f"the training data is too small to hold out validation ({len(train)} lines x "
+                            f"data.validation_fraction {d.validation_fraction:g} < 1): give --validation-file "
+                            "(or set data.validation_fraction=0)")
         split = train.train_test_split(test_size=d.validation_fraction, seed=cfg.train.seed)
         train, validation = split["train"], split["test"]
     if d.max_train_samples:
