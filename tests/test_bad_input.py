@@ -77,6 +77,11 @@ class Env:
         rows[1] = rows[1].rsplit("\t", 1)[0] + "\t7.500"
         (self.stsb / "train.tsv").write_text("\n".join(rows))
         self.out = self.tmp / "out"  # never created by a refused run
+        self.squad_v2 = DATA / "squad" / "v2-sample.json"
+        self.squad_v1 = DATA / "squad" / "dev-v1.1-sample.json"
+        self.no_question = self.write("no_question.jsonl", '{"id": "1", "context": "Paris is in France.", '
+                                      '"answers": {"text": ["France"], "answer_start": [12]}}\n')
+        self.not_json = self.write("not_json.json", "{this is not json\n")
 
     def write(self, name: str, text: str) -> Path:
         (self.tmp / name).write_text(text)
@@ -189,6 +194,20 @@ CASES = [
     Case("predict-stdin-empty", lambda e: ["predict", "--model", str(e.model)], "no text to classify", stdin=b"\n \n"),
     Case("predict-not-a-classifier", lambda e: ["predict", "--model", MINILM, "good film"], "no sequence classifier"),
     Case("predict-nan-model", lambda e: ["predict", "--model", str(e.nan_model), "good film"], "model outputs are not finite"),
+    # -- question answering
+    Case("qa-v2-file-to-v1-task", lambda e: e.finetune("--train-file", str(e.squad_v2), task="squad"), "use the squad_v2 task"),
+    Case("qa-v1-file-to-v2-task", lambda e: e.finetune("--train-file", str(e.squad_v1), task="squad_v2"), "use the squad task"),
+    Case("qa-missing-field", lambda e: e.finetune("--train-file", str(e.no_question), task="squad"), "lacks 'question'"),
+    Case("qa-empty-file", lambda e: e.finetune("--train-file", str(e.empty), task="squad"), "is empty"),
+    Case("qa-not-json", lambda e: e.finetune("--train-file", str(e.not_json), task="squad"), "is not valid JSON"),
+    Case("qa-missing-file", lambda e: e.finetune("--train-file", str(e.tmp / "nope.json"), task="squad"), "does not exist"),
+    Case("qa-window-too-short", lambda e: e.finetune("--train-file", str(e.squad_v1), "qa.max_seq_length=16", task="squad"),
+         "qa.max_seq_length must be at least 32"),
+    Case("qa-eval-of-a-classifier", lambda e: ["eval", "--task", "squad", "--model", str(e.model), "--validation-file",
+                                               str(e.squad_v1)], "has no trained question-answering head"),
+    Case("qa-predict-question-without-context", lambda e: ["predict", "--model", str(e.model), "--question", "Who?"],
+         "give both --question and --context"),
+    Case("eval-plain-model-without-task", lambda e: ["eval", "--model", MINILM], "pass --task"),
     # -- click's usage errors (exit 2, its own boxed message)
     Case("tasks-extra-argument", lambda e: ["tasks", "extra"], "unexpected extra argument", usage=True),
     Case("presets-unknown-option", lambda e: ["presets", "--bogus"], "No such option", usage=True),

@@ -184,6 +184,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class QAConfig:
+    """Extractive question answering (squad, squad_v2)."""
+
+    max_seq_length: int = 384
+    """Tokens per window of question + context; longer contexts are cut into overlapping windows."""
+    doc_stride: int = 128
+    """Tokens of context shared by consecutive windows (so an answer at a border is whole in one of them)."""
+    n_best: int = 20
+    """Start and end candidates searched per window, and the length of the saved n-best lists."""
+    max_answer_length: int = 30
+    """Longest answer span in tokens."""
+    null_threshold: float = 0.0
+    """squad_v2: answer "no answer" when the null score beats the best span by more than this (eval reports the
+    best threshold found on the validation set as best_f1_thresh)."""
+
+    def __post_init__(self):
+        _check(self.max_seq_length >= 32, "qa.max_seq_length must be at least 32")
+        _check(0 < self.doc_stride < self.max_seq_length, "qa.doc_stride must be > 0 and below qa.max_seq_length")
+        _check(self.n_best >= 1 and self.max_answer_length >= 1, "qa.n_best and qa.max_answer_length must be >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "mlm"
     """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
@@ -196,6 +218,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per optimizer step: per-device batch x processes x accumulation."""
@@ -230,14 +253,21 @@ def load(
     flags: Optional[dict[str, Any]] = None,
     overrides: Optional[list[str]] = None,
     defaults: Optional[dict[str, Any]] = None,
+    run_config: Optional[str] = None,
 ) -> RunConfig:
-    """Merge defaults < command defaults < YAML < flags < key=value overrides into a validated RunConfig."""
+    """Merge defaults < command defaults < a run's config.yaml < YAML < flags < key=value overrides into a
+    validated RunConfig. `run_config` (tlab eval of a run) contributes how the run was trained, not where it wrote."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         merged = OmegaConf.structured(RunConfig)
         layers = [_nest(defaults or {})]
+        if run_config:
+            trained = OmegaConf.load(run_config)
+            for key in ("output_dir", "overwrite", "resume"):
+                trained.pop(key, None)
+            layers.append(trained)
         if config_file:
             path = Path(config_file)
             if not path.is_file():

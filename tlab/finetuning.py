@@ -101,11 +101,12 @@ def freeze(model, spec: str) -> None:
             param.requires_grad_(False)
 
 
-def add_lora(model, cfg: ModelConfig):
+def add_lora(model, cfg: ModelConfig, task_type: str = "SEQ_CLS"):
+    """LoRA on the encoder; peft's task type keeps the task's head (classifier, qa_outputs) fully trainable."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = list(cfg.lora_target_modules) or None
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    lora = LoraConfig(task_type=TaskType[task_type], r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets)
     try:
         return get_peft_model(model, lora)
@@ -113,14 +114,14 @@ def add_lora(model, cfg: ModelConfig):
         if targets:
             raise TlabError(f"LoRA target modules {targets} not found in {type(model).__name__}") from None
         # peft has no default targets for this architecture: adapt every linear layer but the head.
-        return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        return get_peft_model(model, LoraConfig(task_type=TaskType[task_type], r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                 lora_dropout=cfg.lora_dropout, target_modules="all-linear"))
 
 
-def adapt(model, cfg: ModelConfig, log):
+def adapt(model, cfg: ModelConfig, log, peft_task_type: str = "SEQ_CLS"):
     freeze(model, cfg.freeze)
     if cfg.lora_r > 0:
-        model = add_lora(model, cfg)
+        model = add_lora(model, cfg, peft_task_type)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model

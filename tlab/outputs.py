@@ -104,6 +104,12 @@ def _pseudo_filesystem(path: Path) -> bool:
     return path.resolve().parts[1:2] in (("proc",), ("sys",))
 
 
+def run_config_of(model: str) -> Optional[str]:
+    """The config.yaml of a tlab run directory given as --model (None for a plain model directory or Hub id)."""
+    path = Path(model) / "config.yaml"
+    return str(path) if path.is_file() and (Path(model) / "model").is_dir() else None
+
+
 def is_run_dir(path: Path) -> bool:
     """What a tlab run leaves from its first moment: the lock file, then config.yaml."""
     from tlab.runlock import LOCK_FILE
@@ -201,6 +207,10 @@ class RunDir:
     def write_config(self, yaml_text: str) -> None:
         if self.is_main:
             write_atomic(self.path / "config.yaml", yaml_text)
+
+    def write_json(self, name: str, data: Any) -> None:
+        if self.is_main:
+            write_json(self.path / name, data)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         if self.is_main:

@@ -80,6 +80,8 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
                 train.fault("kill-in-model-save", result["steps"])
 
             model_path = run_dir.save_model(save)
+        for name, content in job.artifacts.items():  # the final evaluation's predictions (QA), beside metrics.json
+            run_dir.write_json(name, content)
         metrics = {**facts, **result, "model_path": str(model_path) if model_path else None, "versions": versions(),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run_dir.write_metrics(metrics)
@@ -183,6 +185,8 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
         "eval_seconds": round(seconds, 3),
         "samples_per_s": round(examples / max(seconds, 1e-9), 1),
         "precision": train.precision_name(accelerator),
+        "config": config.to_dict(cfg),
         "versions": versions(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "artifacts": job.artifacts,
     }

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -128,6 +128,9 @@ class Job:
     restore_best: bool = True  # fine-tuning ends on its best checkpoint; pretraining on its last step
     # May return a device tensor: the loop sums it there and reads it only when it logs, so that counting tokens
     # does not wait for the GPU at every step.
+    # Files the evaluation leaves beside its scores (name -> JSON data), e.g. QA's predictions.json: the last
+    # evaluation's, written by `tlab eval --output` and into a finished run directory.
+    artifacts: dict = field(default_factory=dict)
     count_tokens: Callable = lambda batch: batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
 
 

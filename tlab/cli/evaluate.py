@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,61 +9,7 @@ import typer
 
 from tlab.cli import app, options as o, user_errors
 from tlab.errors import TlabError
-
-PASSED, FAILED, BROKEN = 0, 1, 2  # BROKEN: bad input, an unusable model or an unexpected error; never "a worse model"
-
-
-def parse_bounds(items: list[str], flag: str) -> dict[str, float]:
-    """["accuracy=0.9"] -> {"accuracy": 0.9}."""
-    found = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            found[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise TlabError(f"{flag} {item!r} is not of the form metric=value (e.g. accuracy=0.9)")
-        if not math.isfinite(found[name.strip()]):
-            raise TlabError(f"{flag} {item!r}: the bound must be a finite number")
-    return found
-
-
-def check_writable(output: str) -> None:
-    """Refuse an --output that cannot be written before the evaluation runs, not after it (write_json creates
-    missing folders, so the nearest existing one must take a new file: a probe file says so even for root)."""
-    import tempfile
-
-    target = Path(output).expanduser()
-    if target.is_dir():
-        raise TlabError(f"--output {output} is a folder: give a file name, e.g. {target / 'results.json'}")
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise TlabError(f"--output {output} cannot be written: {parent} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tlab-probe-"):
-            pass
-    except OSError as exc:
-        raise TlabError(f"--output {output} cannot be written: {parent} takes no new files ({exc.strerror or exc})") from None
-
-
-def refuse_non_finite(metrics: dict, model: str) -> None:
-    """A NaN/inf loss means NaN/inf outputs: the model is broken (a diverged run), which is not a score to gate on.
-    Other metrics may be NaN for a finite model (Pearson of constant predictions); those only fail their gates."""
-    loss = metrics.get("loss")
-    if isinstance(loss, float) and not math.isfinite(loss):
-        raise TlabError(f"model outputs are not finite ({loss} loss): {model} is broken (diverged training?), not scored")
-
-
-def gates(metrics: dict, bounds: list[tuple[str, str, float]]) -> list[dict]:
-    """One record per --min/--max; a non-finite value passes no gate (inf >= 0.9 would otherwise hold)."""
-    def holds(value, op: str, bound: float) -> bool:
-        return math.isfinite(value) and (value >= bound if op == ">=" else value <= bound)
-
-    return [{"metric": m, "op": op, "bound": v, "value": metrics[m], "passed": holds(metrics[m], op, v)}
-            for m, op, v in bounds]
+from tlab.gates import BROKEN, FAILED, PASSED, check_writable, gates, parse_bounds, refuse_non_finite
 
 
 @app.command("eval")
@@ -95,9 +40,14 @@ def eval_command(
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
         flags["train.eval_batch_size"] = batch_size
-        cfg = config_mod.load(config, flags, overrides, defaults={"task": "sst2", "data.validation_fraction": 0.05})
+        # A tlab run is scored the way it was trained: its config.yaml (task, max length, held-out split and seed,
+        # task options) is the base that --config, flags and key=value override.
+        run_config = outputs.run_config_of(model) if model else None
+        cfg = config_mod.load(config, flags, overrides, defaults={"data.validation_fraction": 0.05}, run_config=run_config)
         from tlab.tasks import info
 
+        if task is None and run_config is None and not config:
+            raise TlabError("pass --task (see `tlab tasks`): the model is not a tlab run directory with a config.yaml")
         info(cfg.task)  # an unknown task fails before any model is loaded
         if output:
             check_writable(output)
@@ -109,8 +59,11 @@ def eval_command(
                             f"(it reports: {', '.join(results['metrics'])})")
         results["gates"] = gates(results["metrics"], bounds)
         results["passed"] = all(g["passed"] for g in results["gates"])
+        artifacts = results.pop("artifacts", {})
         if output:
             outputs.write_json(Path(output), results)
+            for name, content in artifacts.items():  # e.g. QA's predictions.json, beside the results
+                outputs.write_json(Path(output).with_name(name), content)
         typer.echo(f"{cfg.task} on {', '.join(results['splits'])} ({results['examples']} examples, {results['eval_seconds']:.1f} s)")
         for name, value in results["metrics"].items():
             marks = [f"{g['op']} {g['bound']:g} {'ok' if g['passed'] else 'FAILED'}" for g in results["gates"] if g["metric"] == name]

@@ -43,6 +43,8 @@ def validation_sets(cfg: RunConfig, spec, train=None) -> tuple[dict, object]:
             return found, train
     elif not d.train_files:
         return {s: load_split(cfg, spec, s) for s in spec.validation_splits}, train
+    if train is None and d.train_files and d.validation_fraction > 0:  # tlab eval of a run trained on --train-file
+        return held_out_by_sentence(load_split(cfg, spec, "train", d.train_files), d.validation_fraction, cfg.train.seed)[0], None
     if train is None and d.data_dir and "train" in glue_data.available_splits(spec, d.data_dir) and d.validation_fraction > 0:
         return held_out_by_sentence(load_split(cfg, spec, "train"), d.validation_fraction, cfg.train.seed)[0], None
     if train is None:

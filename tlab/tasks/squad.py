@@ -1,0 +1,228 @@
+"""Extractive question answering, SQuAD v1.1 (`squad`) and v2.0 (`squad_v2`), on the shared loop: a span head
+(AutoModelForQuestionAnswering) over sliding windows, n-best post-processing streamed question by question,
+and the official EM/F1 (v2: HasAns/NoAns and the best no-answer threshold)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import torch
+
+from tlab import data, modeling
+from tlab.config import RunConfig
+from tlab.errors import TlabError
+from tlab.tasks import extractive_qa as qa
+from tlab.tasks import squad_data
+from tlab.train import Job
+
+VERSION_2 = {"squad": False, "squad_v2": True}
+MAIN_METRIC = "f1"
+
+
+def load_examples(cfg: RunConfig, version_2: bool, train: bool):
+    """(training examples or None, {split: validation examples}, training questions skipped) from the user's files
+    or the Hub. Without a validation file, whole articles of the training data are held out (questions of one
+    paragraph share it). Training questions whose answer text is not at its answer_start are skipped and counted."""
+    d = cfg.data
+
+    def from_files(files):
+        import datasets
+
+        parts = [squad_data.load_squad_file(f, version_2) for f in files]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+    validation = from_files([d.validation_file]) if d.validation_file else None
+    train_ds = None
+    if d.train_files and (train or validation is None):
+        train_ds = from_files(d.train_files)
+    elif train or validation is None:
+        train_ds = squad_data.load_squad_hub(version_2, "train") if train else None
+        if validation is None:
+            validation = squad_data.load_squad_hub(version_2, "validation")
+    if validation is None:
+        if d.validation_fraction <= 0:
+            raise TlabError("give --validation-file or a data.validation_fraction > 0 to hold out articles")
+        train_ds, validation = squad_data.split_by_article(train_ds, d.validation_fraction, cfg.train.seed)
+    dropped = 0
+    if train_ds is not None and train:
+        train_ds, dropped = squad_data.drop_misaligned(train_ds)
+        if len(train_ds) == 0:
+            raise TlabError("no usable training questions (every answer's text differs from the context at its answer_start)")
+    if d.max_train_samples and train_ds is not None:
+        train_ds = train_ds.select(range(min(d.max_train_samples, len(train_ds))))
+    if d.max_eval_samples:
+        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
+    return (train_ds if train else None), {"validation": validation}, dropped
+
+
+def load_model(path: str, cfg: RunConfig, for_training: bool):
+    from transformers import AutoModelForQuestionAnswering
+
+    return modeling.load_pretrained(AutoModelForQuestionAnswering, path, cfg.model.trust_remote_code,
+                                    trained_only=None if for_training else "question-answering head")
+
+
+def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
+    version_2 = VERSION_2[cfg.task]
+    q = cfg.qa
+    if not cfg.model.name_or_path:
+        raise TlabError("question answering needs a model: pass --model (a tlab run directory, a model directory or a Hub id)")
+    path = modeling.resolve_checkpoint(cfg.model.name_or_path)
+    with accelerator.main_process_first():
+        train_ex, evals, skipped = load_examples(cfg, version_2, train)
+        if skipped:
+            log(f"skipped {skipped} training question(s) whose answer text is not at its answer_start")
+        tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
+        model = load_model(path, cfg, for_training=train)
+        max_len = min(q.max_seq_length, modeling.max_positions(model.config) or q.max_seq_length)
+        options = {"tokenizer": tokenizer, "max_seq_length": max_len, "doc_stride": min(q.doc_stride, max_len // 2)}
+        train_feats = None
+        if train_ex is not None:
+            train_feats = train_ex.map(qa.prepare_train_features, batched=True, remove_columns=train_ex.column_names,
+                                       fn_kwargs=options, desc="windows")
+        eval_feats = {k: v.map(qa.prepare_validation_features, batched=True, remove_columns=v.column_names,
+                               fn_kwargs=options, desc="windows") for k, v in evals.items()}
+    if train:
+        from tlab import finetuning
+
+        model = finetuning.adapt(model, cfg.model, log, peft_task_type="QUESTION_ANS")
+    world = accelerator.num_processes
+    collate = qa.QACollator(tokenizer)
+    eval_loaders = {name: torch.utils.data.DataLoader(
+        feats.remove_columns(["example_id", "offset_mapping"]).with_format("python"),
+        batch_size=cfg.train.eval_batch() * world, collate_fn=collate) for name, feats in eval_feats.items()}
+    artifacts: dict[str, Any] = {}
+    options = {"n_best": q.n_best, "max_answer_length": q.max_answer_length, "version_2": version_2,
+               "null_threshold": q.null_threshold}
+    job = Job(
+        model=model,
+        train_data=train_feats.with_format("python") if train_feats is not None else None,
+        train_batches=data.EpochBatches(len(train_feats), cfg.train.batch_size * world, cfg.train.seed,
+                                        lengths=[len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None)
+        if train_feats is not None else None,
+        collate=collate,
+        eval_loaders=eval_loaders,
+        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_feats, options, artifacts),
+        main_metric=MAIN_METRIC,
+        greater_is_better=True,
+        artifacts=artifacts,
+    )
+    summary = {"train_examples": 0 if train_ex is None else len(train_ex), "skipped_misaligned": skipped,
+               "train_windows": 0 if train_feats is None else len(train_feats),
+               **{f"{k}_examples": len(v) for k, v in evals.items()},
+               **{f"{k}_windows": len(v) for k, v in eval_feats.items()}, "max_seq_length": max_len,
+               "doc_stride": options.get("doc_stride", q.doc_stride)}
+    return job, tokenizer, summary
+
+
+def _windows(model, loader, features, accelerator) -> Iterator[tuple]:
+    """(example_id, start logits (T,), end logits (T,), offsets) per window, in feature order. Each global batch's
+    logits are padded to one length across processes and gathered; offsets are read a batch at a time, so only
+    one batch of windows is in memory."""
+    row = 0
+    with torch.no_grad():
+        for batch in loader:
+            out = model(**{k: v for k, v in batch.items() if k in qa.MODEL_KEYS})
+            logits = torch.stack([out.start_logits, out.end_logits], dim=1).float()  # (B, 2, T)
+            logits = accelerator.pad_across_processes(logits, dim=2, pad_index=-1e4)
+            logits = accelerator.gather_for_metrics(logits).cpu().numpy()
+            side = features[row : row + len(logits)]
+            for i in range(len(logits)):
+                yield side["example_id"][i], logits[i, 0], logits[i, 1], side["offset_mapping"][i]
+            row += len(logits)
+    if row != len(features):
+        raise RuntimeError(f"evaluation saw {row} windows of {len(features)}")
+
+
+def evaluate(model, loaders, accelerator, examples: dict, features: dict, options: dict, artifacts: dict) -> dict[str, float]:
+    """EM/F1 (v2: also HasAns/NoAns and best threshold) per validation split; the predictions and n-best lists go
+    to `artifacts` for `tlab eval` to write."""
+    from tlab import metrics
+
+    model.eval()
+    results: dict[str, float] = {}
+    for split, loader in loaders.items():
+        ex = examples[split]
+        contexts = dict(zip(ex["id"], ex["context"]))
+        predictions, nbest, diffs = {}, {}, {}
+        for qid, answer in qa.stream_answers(_windows(model, loader, features[split], accelerator), contexts, **options):
+            predictions[qid], nbest[qid], diffs[qid] = answer.text, answer.nbest, answer.null_score_diff
+        missing = [qid for qid in contexts if qid not in predictions]
+        if missing:
+            raise TlabError(f"{len(missing)} question(s) got no window, e.g. {missing[0]!r}")
+        refs = [{"id": i, "answers": a} for i, a in zip(ex["id"], ex["answers"])]
+        if options["version_2"]:
+            preds = [{"id": q, "prediction_text": predictions[q], "no_answer_probability": diffs[q]} for q in ex["id"]]
+            scores = metrics.load("squad_v2").compute(predictions=preds, references=refs,
+                                                      no_answer_threshold=options["null_threshold"])
+        else:
+            preds = [{"id": q, "prediction_text": predictions[q]} for q in ex["id"]]
+            scores = metrics.load("squad").compute(predictions=preds, references=refs)
+        suffix = "" if len(loaders) == 1 else f"_{split}"
+        results.update({f"{_name(k)}{suffix}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
+        results[f"examples{suffix}"] = len(ex)
+        artifacts[f"predictions{suffix}.json"] = predictions
+        artifacts[f"nbest_predictions{suffix}.json"] = nbest
+        if options["version_2"]:
+            artifacts[f"null_odds{suffix}.json"] = diffs
+    return results
+
+
+def _name(key: str) -> str:
+    """v1 reports exact_match, v2 exact: one name for both, so gates read the same."""
+    return {"exact": "exact_match", "total": "questions"}.get(key, key)
+
+
+def save(model, tokenizer, path, cfg: RunConfig, state_dict=None) -> None:
+    from tlab import finetuning
+
+    if state_dict is not None and cfg.model.lora_r == 0:
+        model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
+    else:
+        finetuning.merged(model).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+class Answerer:
+    """`tlab predict` for a question-answering model: answer, character span and score per question."""
+
+    def __init__(self, model_path: str, max_seq_length: int = 384, doc_stride: int = 128, n_best: int = 20,
+                 max_answer_length: int = 30, null_threshold: Optional[float] = None):
+        from transformers import AutoModelForQuestionAnswering
+
+        path = modeling.resolve_checkpoint(model_path)
+        self.model = modeling.load_pretrained(AutoModelForQuestionAnswering, path, trained_only="question-answering head").eval()
+        self.tokenizer = modeling.load_tokenizer(path)
+        limit = modeling.max_positions(self.model.config) or max_seq_length
+        self.options = {"tokenizer": self.tokenizer, "max_seq_length": min(max_seq_length, limit),
+                        "doc_stride": min(doc_stride, min(max_seq_length, limit) // 2)}
+        self.search = {"n_best": n_best, "max_answer_length": max_answer_length,
+                       "version_2": null_threshold is not None, "null_threshold": null_threshold or 0.0}
+
+    @classmethod
+    def for_model(cls, model: str, task: Optional[str] = None) -> "Answerer":
+        """Options from the run's config.yaml when `model` is a tlab run (v2 runs may answer "no answer")."""
+        from tlab import config, outputs
+        from tlab.pipeline import quiet_libraries
+
+        quiet_libraries()
+        run_config = outputs.run_config_of(model)
+        cfg = config.load(flags={"task": task}, run_config=run_config)
+        q = cfg.qa
+        version_2 = VERSION_2.get(cfg.task if (task or run_config) else "squad", False)
+        return cls(model, q.max_seq_length, q.doc_stride, q.n_best, q.max_answer_length,
+                   q.null_threshold if version_2 else None)
+
+    def __call__(self, questions: list[dict]) -> list[qa.Answer]:
+        """questions: [{"question": ..., "context": ...}] -> one Answer each."""
+        rows = {"id": [str(i) for i in range(len(questions))], "question": [q["question"] for q in questions],
+                "context": [q["context"] for q in questions]}
+        feats = qa.prepare_validation_features(rows, **self.options)
+        batch = qa.QACollator(self.tokenizer)([{k: feats[k][i] for k in qa.MODEL_KEYS if k in feats}
+                                               for i in range(len(feats["input_ids"]))])
+        with torch.no_grad():
+            out = self.model(**batch)
+        windows = zip(feats["example_id"], out.start_logits.float().numpy(), out.end_logits.float().numpy(),
+                      feats["offset_mapping"])
+        answers = dict(qa.stream_answers(windows, dict(zip(rows["id"], rows["context"])), **self.search))
+        return [answers[i] for i in rows["id"]]
