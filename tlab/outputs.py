@@ -73,9 +73,14 @@ def default_output_dir(task: str) -> str:
     return os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def check_output_dir(path: str, resume: bool, overwrite: bool) -> None:
-    """Refuse, before any work starts, an output directory this run may not use."""
-    from tlab.runlock import refuse_if_locked
+def check_output_dir(path: str, resume: bool, overwrite: bool, probe_lock: bool = True) -> None:
+    """Refuse, before any work starts, an output directory this run may not use. Only rank 0 probes the lock:
+    in a distributed run the others would find rank 0's own."""
+    from tlab.runlock import refuse_if_locked as refuse
+
+    def refuse_if_locked(directory: Path, what: str) -> None:
+        if probe_lock:
+            refuse(directory, what)
 
     target = Path(path)
     if resume:
@@ -154,7 +159,7 @@ class RunDir:
     def plan(cls, output_dir: str, resume: bool, overwrite: bool, is_main: bool) -> "RunDir":
         """Check the directory may be used and lock an existing one; a new one is created (and locked) only by
         `create`, after the inputs are validated."""
-        check_output_dir(output_dir, resume, overwrite)
+        check_output_dir(output_dir, resume, overwrite, probe_lock=is_main)
         final = Path(output_dir)
         if resume:
             run = cls(final, final, created=False, is_main=is_main)

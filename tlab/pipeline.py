@@ -7,6 +7,7 @@ directory is created, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 import time
@@ -23,7 +24,8 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     task = tasks.get(cfg.task)
     from tlab import train
 
-    outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite)  # fail fast, before loading anything
+    # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
+    outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, probe_lock=os.environ.get("RANK", "0") == "0")
     quiet_libraries()
     run_dir_path = Path(cfg.output_dir)
     accelerator = train.make_accelerator(cfg, project_dir=str(run_dir_path))
