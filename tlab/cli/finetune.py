@@ -1,4 +1,5 @@
-"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B)."""
+"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B) or on SQuAD
+(extractive question answering)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ def finetune(
     dry_run: o.DryRun = False,
     overrides: o.Overrides = None,
 ) -> None:
-    """Fine-tune a checkpoint on a GLUE task, evaluate it, keep the best checkpoint and save it.
+    """Fine-tune a checkpoint on a GLUE or SQuAD task, evaluate it, keep the best checkpoint and save it.
 
     [dim]Examples:[/dim]
       tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3
+      tlab finetune --task squad --model $MINILM --train-file squad.json qa.max_seq_length=256
       tlab finetune --task mrpc --model bert-base-uncased --lora-r 8
       accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
     """
