@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -17,20 +15,6 @@ from tlab.errors import TlabError
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT_EOS = "<|endoftext|>"
-
-# Set while `tlab eval` builds its model: a head that would be newly initialised is then refused, not scored as if
-# trained. A flag rather than an argument because the LM task builds its model the same way for training and eval.
-_EVALUATING: ContextVar[bool] = ContextVar("tlab_evaluating", default=False)
-
-
-@contextmanager
-def evaluating():
-    token = _EVALUATING.set(True)
-    try:
-        yield
-    finally:
-        _EVALUATING.reset(token)
-
 
 def resolve_checkpoint(name: str) -> str:
     """A tlab run directory means its model/; local directories must exist; anything else is a Hub id."""
@@ -122,13 +106,14 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 
 # -- language models -------------------------------------------------------------------------------------------
-def build_lm(cfg: ModelConfig, objective: str, tokenizer, block_size: int):
+def build_lm(cfg: ModelConfig, objective: str, tokenizer, block_size: int, for_training: bool = True):
     """A model for pretraining: continued from cfg.name_or_path, or from a preset with random weights."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
     if cfg.name_or_path:
-        head = ("masked-LM head" if objective == "mlm" else "causal-LM head") if _EVALUATING.get() else None
+        # for evaluation a head that would be newly initialised is refused, not scored as if trained
+        head = None if for_training else ("masked-LM head" if objective == "mlm" else "causal-LM head")
         model = load_pretrained(auto, resolve_checkpoint(cfg.name_or_path), cfg.trust_remote_code, trained_only=head)
     else:
         config = preset_config(cfg, objective, tokenizer)

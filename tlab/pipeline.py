@@ -167,11 +167,8 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
     quiet_libraries()
     from tlab import train
 
-    from tlab.modeling import evaluating
-
     accelerator = train.make_accelerator(cfg, project_dir=None)
-    with evaluating():  # a head that would be newly initialised is refused, not scored
-        job, _tokenizer, summary = task.prepare(cfg, accelerator, echo, train=False)
+    job, _tokenizer, summary = task.prepare(cfg, accelerator, echo, train=False)
     model, *loaders = accelerator.prepare(job.model, *job.eval_loaders.values())
     start = time.perf_counter()
     with train.attention_kernels(accelerator):

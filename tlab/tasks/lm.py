@@ -82,7 +82,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
             if cfg.data.max_eval_samples:
                 validation = validation.select(range(min(cfg.data.max_eval_samples, len(validation))))
         tokenizer = get_tokenizer(cfg, train_texts)
-        model = modeling.build_lm(cfg.model, cfg.task, tokenizer, block)
+        model = modeling.build_lm(cfg.model, cfg.task, tokenizer, block, for_training=train)
 
         def blocks_of(ds):
             tokenized = data.tokenize_corpus(ds, tokenizer, add_special_tokens=mlm, append_eos=not mlm, num_proc=cfg.data.num_proc)
