@@ -337,3 +337,20 @@ def test_stream_answers_holds_one_question_and_rejects_shuffled_windows(v1, toke
 def test_hub_offline_is_one_clear_error():
     with pytest.raises(TlabError, match="rajpurkar/squad_v2 from the Hugging Face Hub.*--train-file"):
         squad_data.load_squad_hub(version_2=True, split="validation")
+
+
+
+def test_a_local_squad_file_is_disk_backed_so_features_are_cached(tmp_path, monkeypatch):
+    """datasets caches map() results only for file-backed datasets: the second run reads its windows back."""
+    from tlab.tasks import squad_data
+
+    monkeypatch.setenv("TLAB_CACHE", str(tmp_path / "cache"))
+
+    def lengths(batch):
+        return {"n": [len(q) for q in batch["question"]]}
+
+    first = squad_data.load_squad_file(V1_JSON)
+    assert first.cache_files, "an in-memory dataset would re-tokenize at every run"
+    mapped = first.map(lengths, batched=True)
+    again = squad_data.load_squad_file(V1_JSON).map(lengths, batched=True)
+    assert again.cache_files == mapped.cache_files and again["n"] == mapped["n"]

@@ -26,6 +26,25 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def on_disk(build, *sources: Path, key: str = ""):
+    """`build()`'s in-memory Dataset, saved once under the cache by the sources' path, size and mtime (+ `key`) and
+    memory-mapped from there: datasets caches `map` results only for datasets backed by files, so the tokenized
+    features of a local file are then computed once, not at every run."""
+    import datasets
+
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources)
+    path = cache_dir("tables") / hashlib.sha1(f"{stamp}|{key}|v1".encode()).hexdigest()[:20]
+    if not (path / "dataset_info.json").is_file():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        build().save_to_disk(str(tmp))
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    return datasets.load_from_disk(str(path))
+
+
 # -- corpora ---------------------------------------------------------------------------------------------------
 def expand_files(paths: Sequence[str]) -> list[Path]:
     """Files and folders -> the corpus files they name, checked to exist, hold data and be text."""

@@ -86,11 +86,17 @@ def load_squad_file(path: str | Path, version_2: Optional[bool] = None):
     """A SQuAD file as a Dataset: the official nested .json, or flat records (.jsonl, or a .json list).
 
     version_2 False/True checks the file fits a v1.1/v2.0 task (None: no check)."""
-    import datasets
+    from tlab.data import on_disk
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise TlabError(f"SQuAD file {path} does not exist")
+    return on_disk(lambda: _load(path, version_2), path, key=f"squad-{version_2}")
+
+
+def _load(path: Path, version_2: Optional[bool]):
+    import datasets
+
     doc = _read_json(path)
     data = doc.get("data") if isinstance(doc, dict) else None
     if isinstance(data, list) and any(isinstance(a, dict) and "paragraphs" in a for a in data):
