@@ -555,9 +555,11 @@ def _load_checkpoint(accelerator, checkpoint) -> None:
     (tensors and plain containers only: no code runs); a file that is not that is refused, not trusted."""
     from pathlib import Path
 
-    if (Path(checkpoint) / "custom_checkpoint_0.pkl").exists():
-        # accelerate unpickles registered objects with weights_only=False; tlab < 0.2 saved its scheduler that way
-        raise TlabError(f"checkpoint {checkpoint} holds pickled state (custom_checkpoint_0.pkl, from tlab < 0.2 or "
+    pickles = sorted(p.name for p in Path(checkpoint).glob("*.pkl"))
+    if pickles:
+        # tlab writes no pickles; accelerate would unpickle registered objects (custom_checkpoint_N.pkl) with
+        # weights_only=False, and tlab < 0.2 saved its scheduler that way
+        raise TlabError(f"checkpoint {checkpoint} holds pickled files ({', '.join(pickles)}; from tlab < 0.2 or "
                         "planted), which tlab does not load: start the run again")
     try:
         accelerator.load_state(str(checkpoint))
