@@ -80,8 +80,11 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         if train_ex is not None:
             train_feats = train_ex.map(qa.prepare_train_features, batched=True, remove_columns=train_ex.column_names,
                                        fn_kwargs=options, desc="windows")
-        eval_feats = {k: v.map(qa.prepare_validation_features, batched=True, remove_columns=v.column_names,
-                               fn_kwargs=options, desc="windows") for k, v in evals.items()}
+        # Questions longest first: their windows stay together (post-processing streams question by question) and
+        # evaluation batches hold windows of similar length, so they carry little padding.
+        order = {k: longest_first(v) for k, v in evals.items()}
+        eval_feats = {k: v.select(order[k]).map(qa.prepare_validation_features, batched=True, remove_columns=v.column_names,
+                                                fn_kwargs=options, desc="windows") for k, v in evals.items()}
     if train:
         from tlab import finetuning
 
@@ -113,6 +116,14 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
                **{f"{k}_windows": len(v) for k, v in eval_feats.items()}, "max_seq_length": max_len,
                "doc_stride": options.get("doc_stride", q.doc_stride)}
     return job, tokenizer, summary
+
+
+def longest_first(examples) -> list[int]:
+    """Row order by question + context length, longest first (stable)."""
+    import numpy as np
+
+    lengths = np.array([len(q) + len(c) for q, c in zip(examples["question"], examples["context"])])
+    return np.argsort(-lengths, kind="stable").tolist()
 
 
 def _windows(model, loader, features, accelerator) -> Iterator[tuple]:
@@ -161,10 +172,11 @@ def evaluate(model, loaders, accelerator, examples: dict, features: dict, option
         suffix = "" if len(loaders) == 1 else f"_{split}"
         results.update({f"{_name(k)}{suffix}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
         results[f"examples{suffix}"] = len(ex)
-        artifacts[f"predictions{suffix}.json"] = predictions
-        artifacts[f"nbest_predictions{suffix}.json"] = nbest
+        ids = ex["id"]  # the file's order (windows were made longest first)
+        artifacts[f"predictions{suffix}.json"] = {q: predictions[q] for q in ids}
+        artifacts[f"nbest_predictions{suffix}.json"] = {q: nbest[q] for q in ids}
         if options["version_2"]:
-            artifacts[f"null_odds{suffix}.json"] = diffs
+            artifacts[f"null_odds{suffix}.json"] = {q: diffs[q] for q in ids}
     return results
 
 
