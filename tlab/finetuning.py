@@ -130,3 +130,13 @@ def adapt(model, cfg: ModelConfig, log, peft_task_type: str = "SEQ_CLS"):
 def merged(model):
     """LoRA weights folded into the base model, so plain transformers loads the saved checkpoint."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def save(model, tokenizer, path, cfg, state_dict=None) -> None:
+    """A fine-tuned model/ that plain transformers loads: LoRA merged in, or the gathered full state of a sharded
+    (FSDP) model; safetensors only. Every fine-tuning family's `save`."""
+    if state_dict is not None and cfg.model.lora_r == 0:
+        model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
+    else:
+        merged(model).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)

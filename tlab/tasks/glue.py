@@ -164,9 +164,4 @@ def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
     return results
 
 
-def save(model, tokenizer, path, cfg: RunConfig, state_dict=None) -> None:
-    if state_dict is not None and cfg.model.lora_r == 0:
-        model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
-    else:
-        finetuning.merged(model).save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+save = finetuning.save  # LoRA merged, safetensors

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from tlab import data, modeling
+from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import extractive_qa as qa
@@ -86,8 +86,6 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         eval_feats = {k: v.select(order[k]).map(qa.prepare_validation_features, batched=True, remove_columns=v.column_names,
                                                 fn_kwargs=options, desc="windows") for k, v in evals.items()}
     if train:
-        from tlab import finetuning
-
         model = finetuning.adapt(model, cfg.model, log, peft_task_type="QUESTION_ANS")
     world = accelerator.num_processes
     collate = qa.QACollator(tokenizer)
@@ -185,14 +183,9 @@ def _name(key: str) -> str:
     return {"exact": "exact_match", "total": "questions"}.get(key, key)
 
 
-def save(model, tokenizer, path, cfg: RunConfig, state_dict=None) -> None:
-    from tlab import finetuning
 
-    if state_dict is not None and cfg.model.lora_r == 0:
-        model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
-    else:
-        finetuning.merged(model).save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+
+save = finetuning.save  # LoRA merged, safetensors
 
 
 class Answerer:
