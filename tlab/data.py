@@ -180,11 +180,15 @@ class EpochBatches(torch.utils.data.Sampler):
     """Batches of indices, reshuffled each epoch from (seed, epoch) alone, so a resumed run sees the same order.
 
     With `lengths`, examples of similar length share a batch (less padding): shuffle, sort within mega-batches
-    of 50 batches, then shuffle the batches — the scheme of transformers' LengthGroupedSampler."""
+    of `group_batches` batches (longest first), then shuffle the batches — the scheme of transformers'
+    LengthGroupedSampler (which uses 50). Fewer batches per mega-batch keep batches more random (more padding)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None,
-                 keyed: bool = False):
+                 keyed: bool = False, group_batches: int = 50):
+        if group_batches < 1:
+            raise ValueError(f"group_batches must be >= 1, got {group_batches}")
         self.n, self.batch_size, self.seed, self.shuffle, self.keyed = n, batch_size, seed, shuffle, keyed
+        self.group_batches = group_batches
         self.lengths = None if lengths is None else np.asarray(lengths)
         self.epoch = 0
 
@@ -207,9 +211,11 @@ class EpochBatches(torch.utils.data.Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.n)
         if self.lengths is not None:
-            mega = self.batch_size * 50
+            mega = self.batch_size * self.group_batches
+            # Mega-batches of whole batches (the last one shorter), as LengthGroupedSampler cuts them: no batch
+            # straddles two mega-batches, so each batch holds windows of one sorted run.
             order = np.concatenate(
-                [chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, -(-self.n // mega)))]
+                [chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in (order[i : i + mega] for i in range(0, self.n, mega))]
             )
         batches = [order[i : i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size)]
         for index in rng.permutation(len(batches)):

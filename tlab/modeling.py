@@ -29,14 +29,20 @@ def resolve_checkpoint(name: str) -> str:
 
 # -- tokenizers ------------------------------------------------------------------------------------------------
 def train_tokenizer(texts: Callable[[], Iterable[str]], objective: str, vocab_size: int, cache_key: str):
-    """WordPiece (BERT-style) for MLM, byte-level BPE (GPT-style) for CLM, cached by corpus and settings.
+    """WordPiece (BERT-style) for MLM, byte-level BPE (GPT-style) for CLM, a shared SentencePiece-style BPE for
+    seq2seq, cached by corpus and settings.
     `texts` gives a fresh iterator over the corpus each call (WordPiece reads it twice)."""
     from tlab.data import cache_dir
 
     key = hashlib.sha1(f"{cache_key}-{objective}-{vocab_size}-v3".encode()).hexdigest()[:16]
     path = cache_dir("tokenizers") / key
     if not (path / "tokenizer.json").is_file():
-        fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts(), vocab_size)
+        if objective == "seq2seq":  # one vocabulary for both sides of a bitext (translation)
+            from tlab.tasks.seq2seq import train_shared_bpe
+
+            fast = train_shared_bpe(texts(), vocab_size)
+        else:
+            fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts(), vocab_size)
         tmp = path.with_name(f"{key}.{os.getpid()}.tmp")
         fast.save_pretrained(tmp)
         if path.exists():

@@ -69,6 +69,17 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, to_json(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_artifact(path: Path, content: Any) -> None:
+    """An evaluation's file: text as it is (e.g. translations.de, one line per sentence), a list as JSON Lines when
+    the name ends in .jsonl, anything else as JSON."""
+    if isinstance(content, str):
+        write_atomic(path, content)
+    elif path.suffix == ".jsonl":
+        write_atomic(path, "".join(to_json(row) + "\n" for row in content))
+    else:
+        write_json(path, content)
+
+
 def default_output_dir(task: str) -> str:
     return os.path.join("runs", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -216,6 +227,10 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         if self.is_main:
             write_json(self.path / name, data)
+
+    def write_artifact(self, name: str, content: Any) -> None:
+        if self.is_main:
+            write_artifact(self.path / name, content)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         if self.is_main:

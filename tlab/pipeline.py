@@ -12,13 +12,14 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
-from tlab import __version__, config, outputs, tasks
+from tlab import __version__, config, outputs, tasks, trackers
 from tlab.config import RunConfig
 
 
-def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """`command`: the command line as typed (the CLI passes sys.argv), kept in log.jsonl for the model card."""
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.get(cfg.task)
@@ -26,6 +27,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
     outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, probe_lock=os.environ.get("RANK", "0") == "0")
+    trackers.preflight(cfg, probe=os.environ.get("RANK", "0") == "0")  # installed, and the MLflow server answers
     quiet_libraries()
     run_dir_path = Path(cfg.output_dir)
     accelerator = train.make_accelerator(cfg, project_dir=str(run_dir_path))
@@ -33,17 +35,19 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     # Rank 0 locks the run directory (an existing one now, a new one as it creates it) until the process ends.
     run_dir = outputs.RunDir.plan(cfg.output_dir, cfg.resume, cfg.overwrite, accelerator.is_main_process)
     try:
-        return _run_locked(cfg, task, accelerator, run_dir, say)
+        return _run_locked(cfg, task, accelerator, run_dir, say, command)
     finally:
         run_dir.release()
 
 
-def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None]) -> dict[str, Any]:
+def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None],
+                command: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from tlab import train
 
     accelerator.project_configuration.set_directories(str(run_dir.path))
+    trackers.place(accelerator, run_dir.path)
     set_seed(cfg.train.seed)
 
     job, tokenizer, summary = task.prepare(cfg, accelerator, say)
@@ -68,7 +72,8 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
             **summary,
         }
         say("tlab " + cfg.task + ": " + ", ".join(f"{k} {_fmt(v)}" for k, v in facts.items()))
-        run_dir.log({"event": "resume" if cfg.resume and not run_dir.fresh_resume else "start", "time": time.time(), **facts})
+        run_dir.log({"event": "resume" if cfg.resume and not run_dir.fresh_resume else "start", "time": time.time(), **facts,
+                     **({"command": list(command)} if command else {})})
 
         if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and train.cpu_has_bf16_units():
             say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains about 1.3x faster (see BENCHMARKS.md)")
@@ -83,11 +88,16 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
 
             model_path = run_dir.save_model(save)
         for name, content in job.artifacts.items():  # the final evaluation's predictions (QA), beside metrics.json
-            run_dir.write_json(name, content)
+            run_dir.write_artifact(name, content)
         metrics = {**facts, **result, "model_path": str(model_path) if model_path else None, "versions": versions(),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run_dir.write_metrics(metrics)
+        if model_path:
+            from tlab import model_card
+
+            model_card.write(run_dir.path / "model", cfg, metrics, run_dir.path / "log.jsonl")
         run_dir.log({"event": "end", "time": time.time(), **{k: v for k, v in result.items() if k != "final"}})
+        trackers.finish(accelerator, metrics, run_dir.path / "model" if model_path else None, say)
         accelerator.wait_for_everyone()
         run_dir.finish()
         accelerator.end_training()  # last collective first: this destroys the process group
@@ -98,7 +108,8 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
         if model_path:
             say(f"model saved to {run_dir.final / 'model'}")
         return metrics
-    except BaseException:
+    except BaseException as exc:
+        trackers.abort(accelerator, exc)
         run_dir.abandon()
         raise
 
@@ -111,6 +122,10 @@ def quiet_libraries() -> None:
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # accelerate warns at every checkpoint that tied weights (shared embeddings) are stored once: by design
+    import logging
+
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

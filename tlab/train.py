@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from tlab import config, trackers
 from tlab.config import RunConfig, TrainConfig
 from tlab.errors import TlabError
 from tlab.outputs import STATE_FILE, RunDir, out_of_space
@@ -74,7 +75,7 @@ def make_accelerator(cfg: RunConfig, project_dir: Optional[str]):
             cpu=launched > 1 and not cuda,
             mixed_precision=mixed,  # given explicitly, it wins over an accelerate config file
             gradient_accumulation_steps=cfg.train.grad_accum,
-            log_with="tensorboard" if project_dir else None,
+            log_with=trackers.build(cfg, project_dir) if project_dir else None,  # --report-to
             project_dir=project_dir,
             # Samplers yield global batches (per-device x processes) that accelerate splits across ranks, so data
             # order and steps per epoch do not depend on the number of processes.
@@ -132,6 +133,11 @@ class Job:
     # evaluation's, written by `tlab eval --output` and into a finished run directory.
     artifacts: dict = field(default_factory=dict)
     count_tokens: Callable = lambda batch: batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+    # (model, batch) -> scalar loss, for losses the model does not compute itself (label smoothing); None = its own
+    loss: Optional[Callable] = None
+    # (model, run, accelerator, eval loaders, final metrics) -> metrics of a replaced final model, or None: the last
+    # word on the weights before they are saved (e.g. averaging the last checkpoints)
+    finish: Optional[Callable] = None
 
 
 @dataclass
@@ -213,6 +219,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     if accelerator.is_main_process:
         # After a resume, TensorBoard drops the points a killed run logged past its checkpoint.
         accelerator.init_trackers("tb", init_kwargs={"tensorboard": {"purge_step": state.step + 1}} if state.step else None)
+        trackers.start(accelerator, run, trackers.flat(config.to_dict(cfg)), resumed=bool(state.step))
     bar = tqdm(total=total, initial=state.step, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
     window_loss, window_batches, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     all_tokens, all_examples, train_start, pause_seconds = 0, 0, time.perf_counter(), 0.0
@@ -240,7 +247,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
                 if cuda_graphs:
                     torch.compiler.cudagraph_mark_step_begin()
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = job.loss(model, batch) if job.loss is not None else model(**batch).loss
                     if faults.get("nan-from-step", 0) and state.step + 1 >= faults["nan-from-step"]:
                         loss = loss * float("nan")
                     accelerator.backward(loss)
@@ -338,8 +345,11 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
         _load_checkpoint(accelerator, run.path / "checkpoints" / state.best_checkpoint)  # keep the best model
         final = state.best_metrics or last_eval
-    for tracker in accelerator.trackers:  # not end_training(): it destroys the process group the caller still needs
-        tracker.finish()
+    if job.finish is not None and state.step:
+        replaced = job.finish(model, run, accelerator, eval_loaders, final)
+        if replaced is not None:
+            final = replaced
+    _flush(accelerator)  # the trackers end in the pipeline, once the saved model and its card are logged
     # Under FSDP each rank holds a shard: gather the full weights (a collective, so on every rank) for saving.
     sharded = accelerator.distributed_type.name == "FSDP"
     tokens, examples = tokens_before + int(all_tokens) * world, examples_before + all_examples * world

@@ -69,14 +69,22 @@ def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: 
 
     if preprocess_only:
         return pipeline.preprocess(cfg, echo=typer.echo)
-    return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False))
+    return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False), **({"command": list(COMMAND)} if COMMAND else {}))
 
 
-from tlab.cli import evaluate, finetune, info, predict, pretrain  # noqa: E402,F401  (commands register on `app`)
+from tlab.cli import evaluate, finetune, info, predict, pretrain, report  # noqa: E402,F401  (commands register on `app`)
+
+
+# The command line as typed, for the model card (set by the `tlab` entry point; CliRunner in tests leaves it empty).
+COMMAND: list[str] = []
 
 
 def main() -> None:
-    app(prog_name="tlab")
+    COMMAND[:] = ["tlab", *sys.argv[1:]]
+    try:
+        app(prog_name="tlab")
+    finally:
+        COMMAND.clear()
 
 
 if __name__ == "__main__":

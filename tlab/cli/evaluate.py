@@ -63,12 +63,12 @@ def eval_command(
         if output:
             outputs.write_json(Path(output), results)
             for name, content in artifacts.items():  # e.g. QA's predictions.json, beside the results
-                outputs.write_json(Path(output).with_name(name), content)
+                outputs.write_artifact(Path(output).with_name(name), content)
         typer.echo(f"{cfg.task} on {', '.join(results['splits'])} ({results['examples']} examples, {results['eval_seconds']:.1f} s)")
         for name, value in results["metrics"].items():
             marks = [f"{g['op']} {g['bound']:g} {'ok' if g['passed'] else 'FAILED'}" for g in results["gates"] if g["metric"] == name]
-            shown = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
-            typer.echo(f"  {name:24s} {shown:>10s}  {'; '.join(marks)}".rstrip())
+            shown = value if isinstance(value, str) else f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+            typer.echo(f"  {name:24s} {shown:>10s}  {'; '.join(marks)}".rstrip() if not isinstance(value, str) else f"  {name:24s} {shown}")
         if not results["passed"]:
             code = FAILED
     raise typer.Exit(code)

@@ -1,5 +1,5 @@
-"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B) or on SQuAD
-(extractive question answering)."""
+"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B), on SQuAD
+(extractive question answering) or on translation (which can also start from scratch)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def finetune(
     lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha.", rich_help_panel="Model")] = None,
     lora_targets: Annotated[Optional[list[str]], typer.Option("--lora-target", help="Module name LoRA adapts (repeatable).", rich_help_panel="Model")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping after N evaluations without gain.", rich_help_panel="Training")] = None,
+    source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Translation: source language code (file suffix, e.g. en).", rich_help_panel="Translation")] = None,
+    target_lang: Annotated[Optional[str], typer.Option("--target-lang", help="Translation: target language code (e.g. de).", rich_help_panel="Translation")] = None,
+    warm_start: Annotated[Optional[bool], typer.Option("--warm-start", help="Translation: build an encoder-decoder from the encoder --model (BERT2BERT).", rich_help_panel="Translation")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Translation: token-budget batches of this many padded tokens (0 = --batch-size sentences).", rich_help_panel="Translation")] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Translation: beam size for evaluation (1 = greedy).", rich_help_panel="Translation")] = None,
     config: o.ConfigFile = None,
     output_dir: o.OutputDir = None,
     max_steps: o.MaxSteps = None,
@@ -42,17 +47,20 @@ def finetune(
     save_every: o.SaveEvery = None,
     gradient_checkpointing: o.GradientCheckpointing = None,
     compile: o.Compile = None,
+    report_to: o.ReportTo = None,
     resume: o.Resume = None,
     overwrite: o.Overwrite = None,
     dry_run: o.DryRun = False,
     overrides: o.Overrides = None,
 ) -> None:
-    """Fine-tune a checkpoint on a GLUE or SQuAD task, evaluate it, keep the best checkpoint and save it.
+    """Fine-tune a checkpoint on a GLUE, SQuAD or translation task (translation also from scratch, without
+    --model), evaluate it, keep the best checkpoint and save it.
 
     [dim]Examples:[/dim]
       tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3
       tlab finetune --task squad --model $MINILM --train-file squad.json qa.max_seq_length=256
       tlab finetune --task mrpc --model bert-base-uncased --lora-r 8
+      tlab finetune --task wmt14-en-de --data-dir wmt14_en_de/      # train.en/train.de/valid.en/valid.de, from scratch
       accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
     """
     with user_errors():
@@ -60,10 +68,13 @@ def finetune(
                                validation_file=validation_file, output_dir=output_dir, max_steps=max_steps, epochs=epochs,
                                batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed, precision=precision,
                                eval_every=eval_every, save_every=save_every, gradient_checkpointing=gradient_checkpointing,
-                               compile=compile, resume=resume, overwrite=overwrite)
+                               compile=compile, resume=resume, overwrite=overwrite, report_to=report_to)
         flags.update({"data.text_a_column": text_a, "data.text_b_column": text_b, "data.label_column": label_column,
                       "data.max_length": max_length, "model.freeze": freeze, "model.lora_r": lora_r,
-                      "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience})
+                      "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience,
+                      "translation.source_lang": source_lang, "translation.target_lang": target_lang,
+                      "translation.warm_start": warm_start, "translation.max_tokens": max_tokens,
+                      "translation.num_beams": num_beams})
         if task is not None:
             from tlab.tasks import info
 
@@ -71,4 +82,14 @@ def finetune(
                 from tlab.errors import TlabError
 
                 raise TlabError(f"{task} is a pretraining objective: use `tlab pretrain --objective {task}`")
-        execute(FINETUNE_DEFAULTS, flags, config, overrides, dry_run)
+        execute(defaults(flags, config, overrides), flags, config, overrides, dry_run)
+
+
+def defaults(flags: dict, config_file, overrides) -> dict:
+    """FINETUNE_DEFAULTS and the task family's own (translation from scratch has a recipe of its own): the task and
+    model are read from a first resolution of the same flags, YAML and overrides."""
+    from tlab import config as config_mod
+    from tlab.tasks import defaults_for
+
+    cfg = config_mod.load(config_file, flags, overrides, defaults=FINETUNE_DEFAULTS)
+    return {**FINETUNE_DEFAULTS, **defaults_for(cfg.task, from_scratch=not cfg.model.name_or_path)}

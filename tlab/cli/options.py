@@ -26,6 +26,7 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="auto | bf
 EvalEvery = Annotated[Optional[int], typer.Option("--eval-every", help="Evaluate every N steps (default: each epoch).", rich_help_panel="Training")]
 SaveEvery = Annotated[Optional[int], typer.Option("--save-every", help="Checkpoint every N steps (default: at each evaluation).", rich_help_panel="Training")]
 GradientCheckpointing = Annotated[Optional[bool], typer.Option("--gradient-checkpointing", help="Recompute activations to save memory.", rich_help_panel="Training")]
+ReportTo = Annotated[Optional[list[str]], typer.Option("--report-to", help="Experiment trackers: tensorboard (default) | mlflow | wandb | none; repeat or comma-separate for several. MLflow logs to train.mlflow_tracking_uri / MLFLOW_TRACKING_URI, else RUN/mlruns/; W&B obeys WANDB_MODE (offline works without a network).", rich_help_panel="Run")]
 Compile = Annotated[Optional[bool], typer.Option("--compile", help="torch.compile the model (dynamic shapes).", rich_help_panel="Training")]
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint: a tlab run directory, a local model directory or a Hub id.", rich_help_panel="Model")]
@@ -42,5 +43,8 @@ def common_flags(**values) -> dict:
         "grad_accum": "train.grad_accum", "lr": "train.lr", "seed": "train.seed", "precision": "train.precision",
         "eval_every": "train.eval_every", "save_every": "train.save_every", "compile": "train.compile",
         "gradient_checkpointing": "model.gradient_checkpointing", "model": "model.name_or_path", "task": "task",
+        "report_to": "train.report_to",
     }
+    if values.get("report_to"):  # --report-to mlflow,tensorboard as well as --report-to mlflow --report-to tensorboard
+        values["report_to"] = [name.strip() for item in values["report_to"] for name in item.split(",") if name.strip()]
     return {keys[name]: value for name, value in values.items() if name in keys}

@@ -1,5 +1,5 @@
-"""`tlab predict`: label and probability for texts (classifiers), or answer, span and score for questions about a
-context (question answering), given as arguments or as lines on stdin."""
+"""`tlab predict`: label and probability for texts (classifiers), answer, span and score for questions about a
+context (question answering), or translations (translation models), given as arguments or as lines on stdin."""
 
 from __future__ import annotations
 
@@ -31,15 +31,18 @@ def predict(
     context: Annotated[Optional[str], typer.Option("--context", help="Question answering: the text holding the answer.")] = None,
     task: o.Task = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 64,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Translation: a config override key=value, e.g. translation.num_beams=1 (repeatable).")] = None,
 ) -> None:
     """Print label, probability and text for each input (score and text for regression models); for a question
-    answering model, answer, character span in the context and score ("no answer" when a v2 model abstains).
+    answering model, answer, character span in the context and score ("no answer" when a v2 model abstains); for a
+    translation model, the translation of each text (beam search as the run was evaluated).
 
     [dim]Examples:[/dim]
       tlab predict --model runs/sst2 "a gripping, funny film"
       printf 'He sold it.\\tHe bought it.\\n' | tlab predict --model runs/rte
       tlab predict --model runs/squad --question "Who wrote it?" --context "It was written by Ada in 1843."
       tlab predict --model runs/squad < questions.jsonl      # {"question": ..., "context": ...} per line
+      tlab predict --model runs/wmt14 "The house is small."  # translation; or one sentence per stdin line
     """
     with user_errors():
         from tlab.errors import TlabError
@@ -48,8 +51,11 @@ def predict(
             raise TlabError("pass --model (a fine-tuned tlab run directory or model directory)")
         if batch_size < 1:
             raise TlabError(f"--batch-size must be >= 1, got {batch_size}")
-        if question is not None or context is not None or _family(model, task) == "qa":
+        family = _family(model, task)
+        if question is not None or context is not None or family == "qa":
             return _answer(model, task, question, context, texts, batch_size)
+        if family == "translation":
+            return _translate(model, task, texts, batch_size, overrides)
         lines = texts or [line.rstrip("\r") for line in stdin_text().split("\n") if line.strip()]
         if not lines:
             raise TlabError("no text to classify: give texts as arguments or lines on stdin")
@@ -80,7 +86,11 @@ def _family(model: str, task: Optional[str]) -> str:
         return info((yaml.safe_load(run_config.read_text()) or {}).get("task", "sst2")).family
     config = Path(model) / "config.json"
     if config.is_file():
-        architectures = json.loads(config.read_text()).get("architectures") or []
+        found = json.loads(config.read_text())
+        architectures = found.get("architectures") or []
+        if found.get("is_encoder_decoder") or any(a.endswith("ForConditionalGeneration") or a.endswith("MTModel")
+                                                  or a == "EncoderDecoderModel" for a in architectures):
+            return "translation"
         return "qa" if any(a.endswith("ForQuestionAnswering") for a in architectures) else "glue"
     return "glue"
 
@@ -120,3 +130,22 @@ def _answer(model: str, task: Optional[str], question, context, texts, batch_siz
             span = f"{answer.start}-{answer.start + len(answer.text)}" if answer.text else "-"
             prefix = f"{row['id']}\t" if "id" in row else ""
             typer.echo(f"{prefix}{answer.text or 'no answer'}\t{span}\t{answer.score:.4f}")
+
+
+def _translate(model: str, task: Optional[str], texts, batch_size: int, overrides) -> None:
+    """One translation per line, in input order: texts as arguments, or one sentence per stdin line (empty lines
+    stay empty, so the output lines up with the input)."""
+    from tlab.errors import TlabError
+    from tlab.tasks.translation import Translator
+
+    lines = list(texts) if texts else stdin_text().split("\n")
+    if not texts and lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.rstrip("\r") for line in lines]
+    if not any(line.strip() for line in lines):
+        raise TlabError("no text to translate: give sentences as arguments or lines on stdin")
+    translator = Translator.for_model(model, task, overrides)
+    wanted = [i for i, line in enumerate(lines) if line.strip()]
+    done = dict(zip(wanted, translator([lines[i] for i in wanted], batch_size)))
+    for i in range(len(lines)):
+        typer.echo(done.get(i, ""))

@@ -32,6 +32,7 @@ def pretrain(
     save_every: o.SaveEvery = None,
     gradient_checkpointing: o.GradientCheckpointing = None,
     compile: o.Compile = None,
+    report_to: o.ReportTo = None,
     resume: o.Resume = None,
     overwrite: o.Overwrite = None,
     dry_run: o.DryRun = False,

@@ -16,14 +16,14 @@ from tlab.errors import TlabError
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
-    family: str  # pretraining | glue | qa
+    family: str  # pretraining | glue | qa | translation
     module: str  # implements TaskModule
     source: str
     metrics: tuple[str, ...]
     main_metric: str = ""
     greater_is_better: bool = True
     head: str = ""  # the transformers Auto class of the task's model, e.g. AutoModelForQuestionAnswering
-    peft_task_type: Optional[str] = None  # SEQ_CLS / QUESTION_ANS: the head LoRA keeps trainable
+    peft_task_type: Optional[str] = None  # SEQ_CLS / QUESTION_ANS / SEQ_2_SEQ_LM: the head LoRA keeps trainable
     options: Optional[str] = None  # the RunConfig section of the family's own options (e.g. "qa")
 
 
@@ -62,7 +62,39 @@ def registry() -> dict[str, TaskInfo]:
     found["squad_v2"] = TaskInfo("squad_v2", "qa", "tlab.tasks.squad", squad_source.format(hub="rajpurkar/squad_v2"),
                                  ("exact_match", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"), "f1", True,
                                  "AutoModelForQuestionAnswering", "QUESTION_ANS", "qa")
+    for name, (hub, config, src, tgt) in _wmt().items():
+        found[name] = TaskInfo(name, "translation", "tlab.tasks.translation",
+                               f"{hub} ({config}) or --data-dir with train.{src}/train.{tgt}/valid.{src}/valid.{tgt}",
+                               TRANSLATION_METRICS, "bleu", True, "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "translation")
+    found["translation"] = TaskInfo("translation", "translation", "tlab.tasks.translation",
+                                    "parallel files (--data-dir DIR/train.xx, --train-file; JSON Lines) for any "
+                                    "--source-lang/--target-lang", TRANSLATION_METRICS, "bleu", True,
+                                    "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "translation")
     return found
+
+
+TRANSLATION_METRICS = ("bleu", "chrf")
+# Fine-tuning defaults of a family, below its YAML and flags (`defaults_for`). Translation from scratch (no --model)
+# gets the low-resource recipe measured in BENCHMARKS.md: a small Transformer, strong dropout, token-budget batches,
+# a high inverse-sqrt learning rate, many short epochs and the last checkpoints averaged.
+FAMILY_DEFAULTS = {
+    "translation": {"train.lr": 5e-5, "train.batch_size": 16, "train.epochs": 3.0},
+    "translation-from-scratch": {"model.preset": "transformer-small", "train.lr": 1e-3, "train.epochs": 20.0, "train.warmup": 500,
+                                 "train.schedule": "inverse_sqrt", "train.weight_decay": 0.0,
+                                 "translation.max_tokens": 4096, "train.keep_checkpoints": 5,
+                                 "translation.average_checkpoints": 5, "data.max_eval_samples": 500},
+}
+
+
+def defaults_for(task: str, from_scratch: bool) -> dict:
+    family = info(task).family
+    return FAMILY_DEFAULTS.get(f"{family}-from-scratch" if from_scratch else family, {}) or FAMILY_DEFAULTS.get(family, {})
+
+
+def _wmt() -> dict:
+    from tlab.tasks.translation_data import WMT_TASKS
+
+    return WMT_TASKS
 
 
 def info(name: str) -> TaskInfo:

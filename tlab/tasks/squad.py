@@ -99,7 +99,8 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         model=model,
         train_data=train_feats.with_format("python") if train_feats is not None else None,
         train_batches=data.EpochBatches(len(train_feats), cfg.train.batch_size * world, cfg.train.seed,
-                                        lengths=[len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None)
+                                        lengths=[len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None,
+                                        group_batches=cfg.train.length_group_batches)
         if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,

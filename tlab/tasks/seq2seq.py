@@ -1,0 +1,330 @@
+"""Sequence-to-sequence models for translation: Transformer presets built from scratch (Marian architecture: the
+paper's post-norm encoder-decoder, sinusoidal positions, one vocabulary shared by both sides and tied embeddings),
+pretrained checkpoints (Marian, T5, BART, mBART) with the checks each needs, encoder-decoders warm-started from an
+encoder (Rothe et al. 2020), and the pieces the loop and the evaluation use: collation, a label-smoothed loss,
+token-budget batches, length-sorted generation and checkpoint averaging."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tlab import modeling
+from tlab.errors import TlabError
+
+# name: (layers per side, d_model, heads, ffn, dropout). base is the paper's (65M parameters with a 37k vocabulary);
+# the smaller ones are for CPUs and little data, where strong dropout is what keeps a model from memorising.
+PRESETS = {
+    "transformer-tiny": (2, 128, 4, 512, 0.1),
+    "transformer-small": (3, 256, 4, 1024, 0.3),
+    "transformer-medium": (6, 256, 4, 1024, 0.3),
+    "transformer-base": (6, 512, 8, 2048, 0.1),
+}
+SPECIALS = ["<pad>", "</s>", "<unk>"]
+# mBART's language codes (mbart-large-cc25 / mbart-50) for the WMT languages and a few more
+MBART_CODES = {"en": "en_XX", "de": "de_DE", "ro": "ro_RO", "fr": "fr_XX", "es": "es_XX", "it": "it_IT", "cs": "cs_CZ",
+               "ru": "ru_RU", "zh": "zh_CN", "ja": "ja_XX", "fi": "fi_FI", "tr": "tr_TR", "et": "et_EE", "lv": "lv_LV"}
+LANGUAGE_NAMES = {"en": "English", "de": "German", "ro": "Romanian", "fr": "French"}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+# -- tokenizer and models from scratch --------------------------------------------------------------------------
+def train_shared_bpe(texts: Iterable[str], vocab_size: int):
+    """One BPE vocabulary for both languages (so names and numbers are the same tokens on both sides and the
+    embeddings can be tied), SentencePiece-style word boundaries so decoding gives back raw text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=500))
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=1024)
+
+
+def shared_tokenizer(sources: Sequence[str], targets: Sequence[str], vocab_size: int):
+    """The shared BPE trained on both sides of the training bitext, cached by its content."""
+    digest = hashlib.sha1()
+    for line in list(sources) + list(targets):
+        digest.update(line.encode())
+        digest.update(b"\n")
+    return modeling.train_tokenizer(lambda: iter(list(sources) + list(targets)), "seq2seq", vocab_size,
+                                    digest.hexdigest())
+
+
+def from_preset(preset: str, tokenizer, overrides: dict, max_length: int):
+    """A randomly initialised Marian-architecture Transformer of `preset`'s size over `tokenizer`'s vocabulary."""
+    from transformers import MarianConfig, MarianMTModel
+
+    if preset not in PRESETS:
+        raise TlabError(f"unknown translation preset {preset!r} (known: {', '.join(PRESETS)})")
+    layers, d_model, heads, ffn, dropout = PRESETS[preset]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    kwargs = dict(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+                  encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn,
+                  dropout=dropout, attention_dropout=0.1, activation_dropout=0.1, activation_function="relu",
+                  max_position_embeddings=max(512, max_length + 8), scale_embedding=True,
+                  share_encoder_decoder_embeddings=True, tie_word_embeddings=True, pad_token_id=pad, eos_token_id=eos,
+                  bos_token_id=None, decoder_start_token_id=pad, forced_eos_token_id=eos)
+    modeling.check_override_keys(MarianConfig, overrides, "marian")
+    kwargs.update(overrides)
+    try:
+        config = MarianConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TlabError(f"invalid model.overrides for the translation preset: {str(exc).splitlines()[0][:240]}") from None
+    modeling.check_heads(config, "marian")
+    model = MarianMTModel(config)
+    set_generation_ids(model, decoder_start=pad, eos=eos, pad=pad)
+    return model
+
+
+def set_generation_ids(model, decoder_start: int, eos: int, pad: int) -> None:
+    gen = model.generation_config
+    gen.decoder_start_token_id, gen.eos_token_id, gen.pad_token_id = decoder_start, eos, pad
+    gen.forced_eos_token_id = None  # a translation cut at max_new_tokens stays visibly unfinished
+    gen.bos_token_id = None
+    gen.suppress_tokens = [pad]  # the decoder-start token is never a word (Marian's hub configs ban it too)
+    for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.config, key, getattr(gen, key))
+
+
+# -- pretrained checkpoints -------------------------------------------------------------------------------------
+def kind_of(config) -> str:
+    """encoder-decoder | decoder-only | encoder-only, from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False) or config.model_type == "encoder-decoder":
+        return "encoder-decoder"
+    architectures = getattr(config, "architectures", None) or []
+    if getattr(config, "is_decoder", False) or any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures) \
+            or config.model_type in ("gpt2", "llama", "mistral", "qwen2", "gpt_neox", "opt", "phi", "gemma"):
+        return "decoder-only"
+    return "encoder-only"
+
+
+def load(path: str, cfg, src: str, tgt: str, for_training: bool, log):
+    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with translation.warm_start an
+    encoder-decoder built from an encoder. mBART gets its language codes; a language it lacks is refused."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    path = modeling.resolve_checkpoint(path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except Exception as exc:
+        raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
+    kind = kind_of(config)
+    tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
+    if cfg.translation.warm_start and for_training:
+        if kind != "encoder-only":
+            raise TlabError(f"translation.warm_start builds an encoder-decoder from an encoder; {path} is already "
+                            f"{'an' if kind[0] == 'e' else 'a'} {kind} model ({config.model_type})")
+        return warm_start(path, tokenizer, cfg), tokenizer
+    if kind != "encoder-decoder":
+        hint = ("pass --warm-start (translation.warm_start=true) to build an encoder-decoder from it (Rothe et al. "
+                "2020)" if kind == "encoder-only" else "use an encoder-decoder checkpoint (Marian, T5, BART, mBART), or "
+                "an encoder with --warm-start")
+        raise TlabError(f"{path} is a {kind} model ({config.model_type}); translation needs an encoder-decoder: {hint}")
+    model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, cfg.model.trust_remote_code,
+                                     trained_only=None if for_training else "translation model")
+    if config.model_type in ("mbart", "m2m_100", "nllb-moe"):
+        set_language_codes(model, tokenizer, src, tgt, path)
+    return model, tokenizer
+
+
+def set_language_codes(model, tokenizer, src: str, tgt: str, path: str) -> None:
+    """mBART-style models read the languages off special tokens: the tokenizer's src_lang / tgt_lang and the
+    first generated token (forced_bos_token_id)."""
+    codes = []
+    for lang in (src, tgt):
+        code = MBART_CODES.get(lang, lang)
+        if tokenizer.convert_tokens_to_ids(code) in (None, tokenizer.unk_token_id):
+            raise TlabError(f"model {path} does not know language {lang!r} (no language code {code!r} in its vocabulary)")
+        codes.append(code)
+    tokenizer.src_lang, tokenizer.tgt_lang = codes
+    model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(codes[1])
+
+
+def warm_start(path: str, tokenizer, cfg):
+    """BERT2BERT: encoder and decoder both from the encoder checkpoint; the decoder gains causal masks and
+    cross-attention (new weights). Token ids: [CLS] starts a translation, [SEP] ends it."""
+    from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
+        raise TlabError(f"--warm-start needs a BERT-style tokenizer with [CLS], [SEP] and [PAD]; {path}'s lacks them")
+    trust = cfg.model.trust_remote_code
+    encoder = modeling.load_pretrained(AutoModel, path, trust, add_pooling_layer=False)
+    decoder = modeling.load_pretrained(AutoModelForCausalLM, path, trust, is_decoder=True, add_cross_attention=True)
+    model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    set_generation_ids(model, decoder_start=tokenizer.cls_token_id, eos=tokenizer.sep_token_id, pad=tokenizer.pad_token_id)
+    model.config.vocab_size = model.config.decoder.vocab_size
+    return model
+
+
+def source_prefix(model, cfg, src: str, tgt: str, log) -> str:
+    """The text put before each source: the user's, or T5's own task prefix from its config; T5 without one is
+    warned about (it then scores near zero)."""
+    given = cfg.translation.source_prefix
+    if given is not None or getattr(model.config, "model_type", "") not in ("t5", "mt5", "umt5"):
+        return given or ""
+    params = (getattr(model.config, "task_specific_params", None) or {}).get(f"translation_{src}_to_{tgt}") or {}
+    if params.get("prefix"):
+        log(f"T5 task prefix from the model's config: {params['prefix']!r}")
+        return params["prefix"]
+    example = f"translate {LANGUAGE_NAMES.get(src, src)} to {LANGUAGE_NAMES.get(tgt, tgt)}: "
+    log(f"warning: T5 without a task prefix scores near zero; its config names none for {src}->{tgt}: pass "
+        f"translation.source_prefix='{example}' (the form T5 was trained with)")
+    return ""
+
+
+# -- features, collation, loss ----------------------------------------------------------------------------------
+def tokenize(rows, tokenizer, prefix: str, max_source: int, max_target: Optional[int], decoder_start: int) -> dict:
+    """Source ids, and target ids as labels (without a leading decoder-start token, which BERT-style tokenizers
+    add as [CLS]: the decoder is given it, it is not a word to predict)."""
+    enc = tokenizer([prefix + s for s in rows["source"]], max_length=max_source, truncation=True)
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if max_target is not None:
+        labels = tokenizer(text_target=list(rows["target"]), max_length=max_target, truncation=True)["input_ids"]
+        out["labels"] = [ids[1:] if ids and ids[0] == decoder_start else ids for ids in labels]
+    return out
+
+
+@dataclass
+class Seq2SeqCollator:
+    """Pads sources (pad id) and labels (-100, ignored by the loss) to the longest in the batch, and makes the
+    decoder inputs: labels shifted right behind the decoder-start token (teacher forcing)."""
+
+    pad_id: int
+    decoder_start_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)  # (B, S)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            mask[i, : len(r["input_ids"])] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in rows[0]:
+            target = max(len(r["labels"]) for r in rows)
+            labels = torch.full((len(rows), target), -100, dtype=torch.long)  # (B, T)
+            for i, r in enumerate(rows):
+                labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+            decoder = torch.full_like(labels, self.pad_id)
+            decoder[:, 0] = self.decoder_start_id
+            decoder[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_id)
+            batch.update(labels=labels, decoder_input_ids=decoder)
+        if "index" in rows[0]:
+            batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
+        return batch
+
+
+def label_smoothed_loss(smoothing: float) -> Callable:
+    """(model, batch) -> mean token cross-entropy with label smoothing (Szegedy et al.; 0.1 in Vaswani et al.).
+    The model is not given the labels, so it does not also compute its own unsmoothed loss."""
+    import torch.nn.functional as F
+
+    def loss(model, batch):
+        labels = batch["labels"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=smoothing)
+
+    return loss
+
+
+def count_tokens(batch) -> torch.Tensor:
+    """Real (unpadded) tokens on both sides: what a translation step processes."""
+    return batch["attention_mask"].sum() + (batch["labels"] != -100).sum()
+
+
+class TokenBatches(torch.utils.data.Sampler):
+    """Token-budget batches (fairseq's --max-tokens): pairs sorted by length (random tie-breaks from the seed) are
+    cut into batches of at most `max_tokens` padded tokens on the longer side, fixed once; each epoch shuffles
+    their order from (seed, epoch) alone, so a resumed run sees the same batches. One process only: accelerate
+    splits a global batch across processes by a fixed batch size."""
+
+    def __init__(self, source_lengths: Sequence[int], target_lengths: Sequence[int], max_tokens: int, seed: int):
+        src, tgt = np.asarray(source_lengths), np.asarray(target_lengths)
+        longest = np.maximum(src, tgt)
+        if longest.max(initial=0) > max_tokens:
+            raise TlabError(f"translation.max_tokens {max_tokens} is below the longest pair ({int(longest.max())} "
+                            "tokens): raise it")
+        tie = np.random.default_rng([seed, 7]).random(len(src))
+        order = np.lexsort((tie, tgt, src))
+        self.batches: list[list[int]] = []
+        current: list[int] = []
+        width = 0
+        for index in order.tolist():
+            wider = max(width, int(longest[index]))
+            if current and wider * (len(current) + 1) > max_tokens:
+                self.batches.append(current)
+                current, wider = [], int(longest[index])
+            current.append(index)
+            width = wider
+        if current:
+            self.batches.append(current)
+        self.seed, self.epoch = seed, 0
+        # accelerate checks that split_batches can divide a batch across processes by this attribute
+        self.batch_size = max(len(b) for b in self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for index in np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches)):
+            yield self.batches[index]
+
+
+# -- generation -------------------------------------------------------------------------------------------------
+def generation_options(cfg) -> dict:
+    t = cfg.translation
+    return {"num_beams": t.num_beams, "length_penalty": t.length_penalty, "max_new_tokens": t.max_new_tokens,
+            "early_stopping": True if t.num_beams > 1 else False, "do_sample": False}
+
+
+def translate(model, tokenizer, sources: Sequence[str], prefix: str, max_source: int, batch_size: int,
+              options: dict) -> list[str]:
+    """Translations in input order: sentences sorted by length (longest first) into batches, so a batch carries
+    little padding and the beams of a batch end at about the same step."""
+    order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+    out: list[Optional[str]] = [None] * len(sources)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            enc = tokenizer([prefix + sources[i] for i in chosen], max_length=max_source, truncation=True, padding=True,
+                            return_tensors="pt")
+            generated = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                                       **options)
+            for i, text in zip(chosen, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+                out[i] = text.strip()
+    return out  # type: ignore[return-value]
+
+
+# -- checkpoint averaging ---------------------------------------------------------------------------------------
+def averaged_weights(checkpoints: Sequence[Path]) -> dict[str, torch.Tensor]:
+    """The mean of the model weights saved in `checkpoints` (accelerate's model.safetensors in each), in fp32."""
+    from safetensors.torch import load_file
+
+    total: dict[str, torch.Tensor] = {}
+    for checkpoint in checkpoints:
+        weights = load_file(str(Path(checkpoint) / "model.safetensors"))
+        for name, tensor in weights.items():
+            if name in total:
+                total[name] += tensor.float()
+            else:
+                total[name] = tensor.float().clone()
+    return {name: tensor / len(checkpoints) for name, tensor in total.items()}
