@@ -7,8 +7,8 @@ so runs stay reproducible and resumable), with p rounded to a multiple of 1/6553
 each element kept independently with probability 1 - p and scaled by 1 / (1 - p). GPUs keep torch's own dropout
 (its Philox kernel is already cheap).
 
-`cheap_dropout(model)` swaps the model's nn.Dropout modules and, for bidirectional attention, its attention
-function (registered through transformers' AttentionInterface, the library's extension point) for the training
+`cheap_dropout(model)` swaps the model's nn.Dropout modules, torch.nn.functional.dropout and, for bidirectional
+attention, its attention function (registered through transformers' AttentionInterface, the library's extension point) for the training
 run, and puts the originals back afterwards, so what is saved and evaluated is the unchanged model.
 """
 
@@ -39,6 +39,11 @@ def dropout_tensor(x: torch.Tensor, p: float) -> torch.Tensor:
 class CheapDropout(torch.nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout_tensor(x, self.p) if self.training and self.p > 0 else x
+
+
+def _functional_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    """torch.nn.functional.dropout's signature and meaning (a new tensor even when `inplace`)."""
+    return dropout_tensor(input, p) if training and p > 0 else input
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -92,9 +97,14 @@ def cheap_dropout(model) -> Iterator[None]:
     if attention_swapped:
         _register_attention()
         model.set_attn_implementation(ATTENTION_NAME)
+    # Models such as Marian and BART call torch.nn.functional.dropout rather than holding nn.Dropout modules (15% of
+    # a translation step went to torch's mask draws): the function is swapped for the block as well.
+    functional = torch.nn.functional.dropout
+    torch.nn.functional.dropout = _functional_dropout
     try:
         yield
     finally:
+        torch.nn.functional.dropout = functional
         for parent, name, child in swapped:
             setattr(parent, name, child)
         if attention_swapped:

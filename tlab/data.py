@@ -214,9 +214,8 @@ class EpochBatches(torch.utils.data.Sampler):
             mega = self.batch_size * self.group_batches
             # Mega-batches of whole batches (the last one shorter), as LengthGroupedSampler cuts them: no batch
             # straddles two mega-batches, so each batch holds windows of one sorted run.
-            order = np.concatenate(
-                [chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in (order[i : i + mega] for i in range(0, self.n, mega))]
-            )
+            chunks = (order[i : i + mega] for i in range(0, self.n, mega))
+            order = np.concatenate([chunk[np.argsort(-self.lengths[chunk], kind="stable")] for chunk in chunks])
         batches = [order[i : i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size)]
         for index in rng.permutation(len(batches)):
             yield batches[index]

@@ -312,7 +312,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
                     _check_divergence(accelerator, worst_run, first_bad, tc.max_bad_steps, model)
                     last_eval = job.evaluate(model, eval_loaders, accelerator)
                     model.train()
-                    run.log({"step": state.step, **{f"eval_{k}": v for k, v in last_eval.items()}})
+                    run.log({"step": state.step, "time": time.time(), **{f"eval_{k}": v for k, v in last_eval.items()}})
                     accelerator.log({f"eval/{k}": v for k, v in last_eval.items()}, step=state.step)
                     if accelerator.is_main_process:  # tqdm.write prints even where the bar is disabled
                         bar.write(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last_eval.items()))

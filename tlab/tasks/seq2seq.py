@@ -259,8 +259,10 @@ class TokenBatches(torch.utils.data.Sampler):
         if longest.max(initial=0) > max_tokens:
             raise TlabError(f"translation.max_tokens {max_tokens} is below the longest pair ({int(longest.max())} "
                             "tokens): raise it")
+        # by the longer side, then the shorter: a batch's padding on both sides stays small (sorting by the source
+        # alone left half of the target positions padding)
         tie = np.random.default_rng([seed, 7]).random(len(src))
-        order = np.lexsort((tie, tgt, src))
+        order = np.lexsort((tie, np.minimum(src, tgt), longest))
         self.batches: list[list[int]] = []
         current: list[int] = []
         width = 0
