@@ -2,6 +2,7 @@
 
     python scripts/bench_translate.py --quick                 # 200 steps on 1,000 pairs, 100 sentences: ~6 min
     python scripts/bench_translate.py                         # 300 steps, 500 validation sentences: ~35 min on 2 cores
+    python scripts/bench_translate.py --steps 200 --generate-with runs/wmt/model   # generation on a trained model
     python scripts/bench_translate.py --data-dir DIR --steps 1000 --threads 4
 
 Identical for both variants: the parallel data (`--data-dir` with train.en/train.de/valid.en/valid.de, default
@@ -12,9 +13,13 @@ tokenizer object, saved once), the same model configuration (tlab's transformer-
 0.1, lr 1e-3 with inverse-sqrt decay after `--warmup` steps, no weight decay, gradient clipping 1.0, fp32, the same
 number of optimizer steps and the same OMP_NUM_THREADS:
   (a) tlab: `tlab finetune --task wmt14-en-de` through tlab.pipeline.run (its loop, collator, label-smoothed loss);
+  (c) tlab with its default token-budget batches (`--max-tokens`, 4096): same steps, more pairs a step;
   (b) the run_translation.py path written out: `DataCollatorForSeq2Seq`, `Seq2SeqTrainer` with
       `label_smoothing_factor`, `group_by_length`, then `Seq2SeqTrainer.predict(predict_with_generate)`.
 Each variant runs in a subprocess of its own.
+
+A model trained for a few hundred steps still babbles to the length limit, so its generation speed says little;
+`--generate-with DIR` measures both generation paths on one trained model (e.g. the default recipe's run).
 
 Reported: training tokens/s (real source + target tokens, padding excluded, over the training time: the optimizer
 steps with data loading; evaluation excluded), generation sentences/s with greedy search and beam 4 over the
@@ -78,7 +83,7 @@ def score(hypotheses, references) -> dict:
 
 
 # -- (a) tlab ----------------------------------------------------------------------------------------------------
-def run_tlab(args, work: Path) -> dict:
+def run_tlab(args, work: Path, max_tokens: int = 0) -> dict:
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -91,7 +96,7 @@ def run_tlab(args, work: Path) -> dict:
         flags["data.data_dir"] = args.data_dir
     overrides = [f"model.preset={PRESET}", f"model.vocab_size={args.vocab}", "train.lr=1e-3", f"train.warmup={args.warmup}",
                  "train.schedule=inverse_sqrt", "train.weight_decay=0", f"train.batch_size={args.batch_size}",
-                 f"train.max_steps={args.steps}", f"train.eval_every={args.steps}", "translation.max_tokens=0",
+                 f"train.max_steps={args.steps}", f"train.eval_every={args.steps}", f"translation.max_tokens={max_tokens}",
                  "translation.num_beams=1", "translation.label_smoothing=0.1", "train.group_by_length=true",
                  "train.precision=fp32", f"train.seed={args.seed}", "translation.average_checkpoints=0",
                  f"train.eval_batch_size={args.eval_batch}", "train.log_every=25"]
@@ -99,7 +104,7 @@ def run_tlab(args, work: Path) -> dict:
     start = time.perf_counter()
     result = pipeline.run(cfg, echo=lambda m: None)
     wall = time.perf_counter() - start
-    model_dir = work / "tlab-run" / "model"
+    model_dir = Path(args.generate_with) if args.generate_with else work / "tlab-run" / "model"
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     _train, valid = load_pairs(args)
@@ -107,7 +112,7 @@ def run_tlab(args, work: Path) -> dict:
     greedy, greedy_s = generate_speed(model, tokenizer, sources, 1, args.eval_batch)
     beam, beam_s = generate_speed(model, tokenizer, sources, 4, args.eval_batch)
     return {"train_tokens_per_s": result["tokens_per_s"], "train_seconds": result["train_seconds"],
-            "steps": result["steps"], "greedy_sentences_per_s": round(greedy_s, 2),
+            "steps": result["steps"], "own_model_greedy": {k: result["final"][k] for k in ("bleu", "chrf")}, "greedy_sentences_per_s": round(greedy_s, 2),
             "beam4_sentences_per_s": round(beam_s, 2), "greedy": score(greedy, refs), "beam4": score(beam, refs),
             "parameters": result["parameters"], "wall_seconds": round(wall, 1), "sample": beam[:3]}
 
@@ -158,18 +163,46 @@ def run_trainer(args, work: Path) -> dict:
     results = {"train_tokens_per_s": round(counted["tokens"] / train_seconds, 1), "train_seconds": round(train_seconds, 2),
                "steps": out.global_step}
     refs = list(valid["target"])
+    if args.generate_with:  # its own model's quality first (greedy, as (a)'s final evaluation), then speed on (a)'s
+        pred = trainer.predict(valid_feats, num_beams=1, max_length=128)
+        own = score(in_order(pred, valid_feats, tokenizer), refs)
+        results["own_model_greedy"] = {k: own[k] for k in ("bleu", "chrf")}
+    if args.generate_with:  # generation speed on the same trained model as (a)'s, through the Trainer's predict
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(args.generate_with).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.generate_with)
+        valid_feats = valid.map(preprocess, batched=True, remove_columns=valid.column_names)
+        collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+        trainer = Seq2SeqTrainer(model=model, args=targs, data_collator=collator, processing_class=tokenizer)
     for name, beams in (("greedy", 1), ("beam4", 4)):
         t0 = time.perf_counter()
         pred = trainer.predict(valid_feats, num_beams=beams, max_length=128)
         seconds = time.perf_counter() - t0
-        ids = np.where(pred.predictions != -100, pred.predictions, tokenizer.pad_token_id)
-        hyps = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        hyps = in_order(pred, valid_feats, tokenizer)
         results[f"{name}_sentences_per_s"] = round(len(hyps) / seconds, 2)
         results[name] = score(hyps, refs)
         if name == "beam4":
             results["sample"] = hyps[:3]
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     return results
+
+
+def in_order(pred, feats, tokenizer) -> list[str]:
+    """The Trainer's translations in dataset order. With group_by_length its evaluation sampler is length-grouped as
+    well (transformers 5), so predictions come back permuted; their label rows say where each belongs (the
+    run_translation path never notices: it decodes references from the same permuted labels)."""
+    import numpy as np
+
+    where: dict = {}
+    for i, labels in enumerate(feats["labels"]):
+        where.setdefault(tuple(labels), []).append(i)
+    out = [""] * len(feats)
+    ids = np.where(pred.predictions != -100, pred.predictions, tokenizer.pad_token_id)
+    texts = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    for text, labels in zip(texts, pred.label_ids):
+        out[where[tuple(int(x) for x in labels if x != -100)].pop(0)] = text
+    return out
 
 
 def machine() -> str:
@@ -194,17 +227,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--generate-with", help="a trained translation model dir (e.g. a run's model/): both variants "
+                        "measure generation on it, so their speeds compare on the same outputs (default: own models)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--only", choices=["a", "b"], help="run one variant (results merge into the output file)")
+    parser.add_argument("--max-tokens", type=int, default=4096, help="(c): tlab with token-budget batches of this size")
+    parser.add_argument("--only", choices=["a", "b", "c"], help="run one variant (results merge into the output file)")
     parser.add_argument("--quick", action="store_true", help="200 steps on 1,000 pairs, 100 validation sentences")
     parser.add_argument("--output", default=str(ROOT / "scripts" / "results" / "bench_translate.json"))
-    parser.add_argument("--worker", choices=["a", "b"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["a", "b", "c"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.train_lines, args.valid_lines, args.steps = 1000, 100, 200
     if args.worker:
-        result = (run_tlab if args.worker == "a" else run_trainer)(args, Path(args.work))
+        result = {"a": lambda: run_tlab(args, Path(args.work)), "b": lambda: run_trainer(args, Path(args.work)),
+                  "c": lambda: run_tlab(args, Path(args.work), max_tokens=args.max_tokens)}[args.worker]()
         print("RESULT " + json.dumps(result))
         return
     out = Path(args.output)
@@ -213,7 +250,7 @@ def main() -> None:
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                    if k not in ("worker", "work", "only", "quick") and v is not None]
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as work:
-        for variant in ([args.only] if args.only else ["a", "b"]):
+        for variant in ([args.only] if args.only else ["a", "c", "b"]):
             print(f"running ({variant}) ...", flush=True)
             done = subprocess.run([sys.executable, __file__, *passthrough, "--worker", variant, "--work", work],
                                   capture_output=True, text=True, env=env)
@@ -230,6 +267,8 @@ def main() -> None:
         report["ratios"] = {k: round(a[k] / b[k], 2) for k in ("train_tokens_per_s", "greedy_sentences_per_s",
                                                                 "beam4_sentences_per_s") if b.get(k)}
         report["ratios"]["beam4_bleu_difference"] = round(a["beam4"]["bleu"] - b["beam4"]["bleu"], 2)
+        if "c" in report:
+            report["ratios"]["c_train_tokens_per_s"] = round(report["c"]["train_tokens_per_s"] / b["train_tokens_per_s"], 2)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report.get("ratios", {}), indent=1))

@@ -315,3 +315,24 @@ def test_qa_evaluation_under_torchrun_matches_one_process(tmp_path):
     assert one["metrics"]["examples"] == two["metrics"]["examples"] == 23
     assert json.loads((work / "p2" / "predictions.json").read_text()) == json.loads((work / "p1" / "predictions.json").read_text())
     assert two["metrics"]["f1"] == pytest.approx(one["metrics"]["f1"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_translation_evaluation_under_torchrun_matches_one_process(tmp_path):
+    """Generated sequences have different lengths on each rank: they are padded across processes, gathered with
+    their sentence numbers and put back in file order; two processes write exactly one process's translations."""
+    wmt = Path(__file__).parent / "data" / "wmt"
+    work = tmp_path / "work"
+    work.mkdir()
+    tlab(["finetune", "--task", "wmt14-en-de", "--data-dir", str(wmt), "--max-steps", "30", "-o", str(work / "run"),
+          "model.preset=transformer-tiny", "model.vocab_size=500", "translation.num_beams=2", "train.lr=3e-3",
+          "translation.max_new_tokens=16", "translation.max_tokens=1024", "train.eval_every=30"],
+         work, tmp_path / "cache", procs=1)
+    for procs in (1, 2):
+        tlab(["eval", "--model", str(work / "run"), "--batch-size", "3", "--output", str(work / f"p{procs}" / "r.json")],
+             work, tmp_path / "cache", procs=procs)
+    one, two = (json.loads((work / f"p{n}" / "r.json").read_text()) for n in (1, 2))
+    assert one["metrics"]["examples"] == two["metrics"]["examples"] == 40
+    assert (work / "p2" / "translations.de").read_text() == (work / "p1" / "translations.de").read_text()
+    assert (work / "p1" / "translations.de").read_text() == (work / "run" / "translations.de").read_text()
+    assert two["metrics"]["bleu"] == one["metrics"]["bleu"] and two["metrics"]["chrf"] == one["metrics"]["chrf"]

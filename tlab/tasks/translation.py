@@ -80,6 +80,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
     )
     summary = {"source_lang": src, "target_lang": tgt, "train_examples": 0 if train_ds is None else len(train_ds),
                "validation_examples": len(valid_ds), "vocab_size": len(tokenizer), **notes,
+               **({"max_tokens": t.max_tokens} if t.max_tokens and world == 1 else {}),
                **({"source_prefix": prefix} if prefix else {})}
     return job, tokenizer, summary
 
