@@ -36,6 +36,8 @@ def hub_dataset(cfg, info) -> tuple[Optional[str], Optional[str]]:
         return cfg.data.dataset, cfg.data.dataset_config
     if info is not None and info.family == "pretraining":
         return EMBEDDED_CORPUS if not cfg.data.train_files else (None, None)
+    if cfg.data.data_dir or cfg.data.train_files or cfg.data.validation_file:
+        return None, None  # the user's own files, whatever task they were for: the card names them in its text
     found = re.match(r"([\w.-]+/[\w.-]+)(?: \(([\w.-]+)\))?", info.source if info else "")
     return (found.group(1), found.group(2)) if found else (None, None)
 
