@@ -119,7 +119,6 @@ def run_tlab(args, work: Path, max_tokens: int = 0) -> dict:
 
 # -- (b) the run_translation.py path ------------------------------------------------------------------------------
 def run_trainer(args, work: Path) -> dict:
-    import numpy as np
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 

@@ -95,7 +95,7 @@ def render(cfg, metrics: dict[str, Any], typed: list[list[str]]) -> str:
              f"{metrics.get('precision')}, device {metrics.get('device')}, seed {cfg.train.seed}",
              f"- training time {metrics.get('train_seconds')} s, {metrics.get('tokens_per_s')} tokens/s, "
              f"{metrics.get('samples_per_s')} samples/s",
-             f"- versions: " + ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items()), "",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in (metrics.get("versions") or {}).items()), "",
              "## Data", ""]
     if dataset:
         lines.append(f"- Hub dataset `{dataset}`" + (f" ({dataset_config})" if dataset_config else "")
