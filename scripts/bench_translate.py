@@ -23,8 +23,9 @@ A model trained for a few hundred steps still babbles to the length limit, so it
 
 Reported: training tokens/s (real source + target tokens, padding excluded, over the training time: the optimizer
 steps with data loading; evaluation excluded), generation sentences/s with greedy search and beam 4 over the
-validation sentences (tlab: `tlab.tasks.seq2seq.translate`, length-sorted batches; (b): `Seq2SeqTrainer.predict`
-with its eval batch size), and sacreBLEU / chrF of the beam-4 translations (detokenized, tlab's offline modules),
+validation sentences (tlab: `tlab.tasks.seq2seq.translate` with tlab's generation defaults, length-sorted batches
+whose output is bounded by their source length (1.5 x + 10 tokens), and beam 4 again without that bound, the Trainer's max length
+alone; (b): `Seq2SeqTrainer.predict` with its eval batch size), and sacreBLEU / chrF of the beam-4 translations (detokenized, tlab's offline modules),
 and the ratios (a)/(b). Results go to scripts/results/bench_translate.json and BENCHMARKS.md quotes them.
 """
 
@@ -65,10 +66,16 @@ def tokens_of(batch) -> int:
     return int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
 
 
-def generate_speed(model, tokenizer, sources, beams: int, batch_size: int):
+def generate_speed(model, tokenizer, sources, beams: int, batch_size: int, bounded: bool = True):
+    """tlab's generation as it ships (translation.* defaults: the batch's output bounded at 1.5 x its longest source
+    + 10 tokens, within max_new_tokens 128), or with `bounded=False` max_new_tokens alone, as the Trainer path."""
+    from tlab import config
     from tlab.tasks import seq2seq
 
-    options = {"num_beams": beams, "max_new_tokens": 128, "early_stopping": beams > 1, "do_sample": False}
+    options = {**seq2seq.generation_options(config.load(flags={"task": "wmt14-en-de"})), "num_beams": beams,
+               "early_stopping": beams > 1}
+    if not bounded:
+        options["max_length_a"] = 0
     start = time.perf_counter()
     out = seq2seq.translate(model, tokenizer, sources, "", 128, batch_size, options)
     return out, len(sources) / (time.perf_counter() - start)
@@ -111,7 +118,9 @@ def run_tlab(args, work: Path, max_tokens: int = 0) -> dict:
     sources, refs = list(valid["source"]), list(valid["target"])
     greedy, greedy_s = generate_speed(model, tokenizer, sources, 1, args.eval_batch)
     beam, beam_s = generate_speed(model, tokenizer, sources, 4, args.eval_batch)
-    return {"train_tokens_per_s": result["tokens_per_s"], "train_seconds": result["train_seconds"],
+    unbounded, unbounded_s = generate_speed(model, tokenizer, sources, 4, args.eval_batch, bounded=False)
+    return {"beam4_unbounded_sentences_per_s": round(unbounded_s, 2), "beam4_unbounded": score(unbounded, refs),
+            "train_tokens_per_s": result["tokens_per_s"], "train_seconds": result["train_seconds"],
             "steps": result["steps"], "own_model_greedy": {k: result["final"][k] for k in ("bleu", "chrf")}, "greedy_sentences_per_s": round(greedy_s, 2),
             "beam4_sentences_per_s": round(beam_s, 2), "greedy": score(greedy, refs), "beam4": score(beam, refs),
             "parameters": result["parameters"], "wall_seconds": round(wall, 1), "sample": beam[:3]}
@@ -265,6 +274,9 @@ def main() -> None:
         a, b = report["a"], report["b"]
         report["ratios"] = {k: round(a[k] / b[k], 2) for k in ("train_tokens_per_s", "greedy_sentences_per_s",
                                                                 "beam4_sentences_per_s") if b.get(k)}
+        if b.get("beam4_sentences_per_s") and a.get("beam4_unbounded_sentences_per_s"):
+            report["ratios"]["beam4_unbounded_sentences_per_s"] = round(
+                a["beam4_unbounded_sentences_per_s"] / b["beam4_sentences_per_s"], 2)
         report["ratios"]["beam4_bleu_difference"] = round(a["beam4"]["bleu"] - b["beam4"]["bleu"], 2)
         if "c" in report:
             report["ratios"]["c_train_tokens_per_s"] = round(report["c"]["train_tokens_per_s"] / b["train_tokens_per_s"], 2)

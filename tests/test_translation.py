@@ -130,6 +130,52 @@ def test_collator_shifts_labels_behind_the_decoder_start():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
+def tiny_seq2seq_models():
+    from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, EncoderDecoderConfig,
+                              EncoderDecoderModel, MarianConfig, MarianMTModel, T5Config, T5ForConditionalGeneration)
+
+    small = dict(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=0,
+                 decoder_start_token_id=0, max_position_embeddings=32)
+    bert = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    yield MarianMTModel(MarianConfig(**small))
+    yield BartForConditionalGeneration(BartConfig(**small))
+    yield T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                              decoder_start_token_id=0, pad_token_id=0))
+    pair = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**bert), BertConfig(**bert))
+    pair.decoder_start_token_id, pair.pad_token_id = 0, 0
+    yield EncoderDecoderModel(pair)
+
+
+def test_loss_on_labelled_positions_only_equals_the_full_loss():
+    """The output layer sees only real target positions: same loss and same gradients as smoothed cross-entropy
+    over every position with padding ignored, for the architectures tlab trains (Marian, BART, T5, BERT2BERT)."""
+    import torch.nn.functional as F
+
+    batch = seq2seq.Seq2SeqCollator(pad_id=0, decoder_start_id=0)(
+        [{"input_ids": [5, 6, 7, 1], "attention_mask": [1, 1, 1, 1], "labels": [7, 1]},
+         {"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [7, 8, 9, 10, 1]}])
+    for model in tiny_seq2seq_models():
+        torch.manual_seed(0)
+        model.eval()  # no dropout: both passes must see the same network
+        seen = []
+        probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
+        fast = seq2seq.label_smoothed_loss(0.1)(model, batch)
+        probe.remove()
+        assert seen == [(int((batch["labels"] != -100).sum()), 50)], type(model).__name__  # 7 rows, not 2 x 5
+        fast.backward()
+        fast_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
+        assert logits.shape[:2] == batch["labels"].shape  # the hook is gone after the loss
+        full = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=0.1)
+        full.backward()
+        full_grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert torch.allclose(fast, full, atol=1e-6), type(model).__name__
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast_grads, full_grads)), type(model).__name__
+
+
 # -- a model that learns -----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_transformer_learns_to_reverse(reverse_run):
@@ -199,6 +245,12 @@ def test_beam_one_is_greedy_and_batched_generation_keeps_order(reverse_run):
     assert beam1 == [greedy(s) for s in sources]
     one_by_one = [seq2seq.translate(model, tok, [s], "", 128, 1, translator.options)[0] for s in sources]
     assert seq2seq.translate(model, tok, sources, "", 128, 5, translator.options) == one_by_one
+    # the source-relative bound (max_length_a x source tokens + b) cuts each sentence's output there
+    cut = seq2seq.translate(model, tok, sources, "", 128, 1, {**translator.options, "max_length_a": 0.5, "max_length_b": 1})
+    for source, short, whole in zip(sources, cut, one_by_one):
+        limit = int(0.5 * len(tok(source)["input_ids"])) + 1
+        assert len(tok(short, add_special_tokens=False)["input_ids"]) <= limit < len(tok(whole)["input_ids"])
+        assert whole.startswith(short)
 
 
 def test_checkpoint_average_is_the_mean(tmp_path):

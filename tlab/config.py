@@ -250,6 +250,12 @@ class TranslationConfig:
     """Beam score = log-probability / length**length_penalty (> 1 favours longer translations)."""
     max_new_tokens: int = 128
     """Longest generated translation, in tokens."""
+    max_length_a: float = 1.5
+    """With max_length_b, a batch generates at most a x (its longest source, in tokens) + b new tokens (and never
+    more than max_new_tokens), as fairseq's --max-len-a/-b: a sentence that repeats itself stops there instead of
+    keeping its whole batch decoding to max_new_tokens. 0 = max_new_tokens alone."""
+    max_length_b: int = 10
+    """See max_length_a."""
     average_checkpoints: int = 0
     """Average the weights of the last N checkpoints at the end (Vaswani et al.'s recipe; needs
     train.keep_checkpoints >= N); the average is evaluated and saved when it scores at least as well."""
@@ -264,6 +270,8 @@ class TranslationConfig:
         _check(0 <= self.label_smoothing < 1, "translation.label_smoothing must be in [0, 1)")
         _check(self.max_tokens >= 0, "translation.max_tokens must be >= 0 (0 = batches of train.batch_size)")
         _check(self.num_beams >= 1 and self.max_new_tokens >= 1, "translation.num_beams and max_new_tokens must be >= 1")
+        _check(self.max_length_a >= 0 and self.max_length_b >= 1,
+               "translation.max_length_a must be >= 0 (0 = off) and max_length_b >= 1")
         _check(self.average_checkpoints >= 0 and self.average_checkpoints != 1,
                "translation.average_checkpoints must be 0 (off) or at least 2")
 

@@ -230,16 +230,40 @@ class Seq2SeqCollator:
 
 def label_smoothed_loss(smoothing: float) -> Callable:
     """(model, batch) -> mean token cross-entropy with label smoothing (Szegedy et al.; 0.1 in Vaswani et al.).
-    The model is not given the labels, so it does not also compute its own unsmoothed loss."""
+    The model is not given the labels, so it does not also compute its own unsmoothed loss, and its output layer
+    sees only the decoder states of real target tokens: the vocabulary projection and the softmax over it are a
+    large share of a small model's step, and padding is up to half the target positions of a length-grouped batch."""
     import torch.nn.functional as F
 
     def loss(model, batch):
         labels = batch["labels"]
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits  # (B, T, V)
+        keep = labels != -100
+        head = output_layer(model)
+
+        def labelled_only(_module, args):
+            hidden = args[0]
+            return (hidden[keep],) + tuple(args[1:]) if hidden.shape[:2] == keep.shape else None
+
+        handle = head.register_forward_pre_hook(labelled_only) if head is not None else None
+        try:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
+        finally:
+            if handle is not None:
+                handle.remove()
+        if logits.dim() == 2:  # (real target tokens, V)
+            return F.cross_entropy(logits.float(), labels[keep], label_smoothing=smoothing)
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=smoothing)
 
     return loss
+
+
+def output_layer(model) -> Optional[torch.nn.Module]:
+    """The vocabulary projection of a (possibly DDP- or PEFT-wrapped) seq2seq model, or None."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, torch.nn.Module) else None
 
 
 def count_tokens(batch) -> torch.Tensor:
@@ -294,7 +318,18 @@ class TokenBatches(torch.utils.data.Sampler):
 def generation_options(cfg) -> dict:
     t = cfg.translation
     return {"num_beams": t.num_beams, "length_penalty": t.length_penalty, "max_new_tokens": t.max_new_tokens,
-            "early_stopping": True if t.num_beams > 1 else False, "do_sample": False}
+            "early_stopping": True if t.num_beams > 1 else False, "do_sample": False,
+            "max_length_a": t.max_length_a, "max_length_b": t.max_length_b}
+
+
+def batch_options(options: dict, input_ids: torch.Tensor) -> dict:
+    """generate() keywords for one batch: max_new_tokens bounded by the batch's source length (fairseq's
+    max_len_a * source length + max_len_b; `input_ids` is padded to the batch's longest source)."""
+    out = dict(options)
+    a, b = out.pop("max_length_a", 0), out.pop("max_length_b", 0)
+    if a:
+        out["max_new_tokens"] = min(out["max_new_tokens"], int(a * input_ids.shape[1]) + b)
+    return out
 
 
 def translate(model, tokenizer, sources: Sequence[str], prefix: str, max_source: int, batch_size: int,
@@ -310,7 +345,7 @@ def translate(model, tokenizer, sources: Sequence[str], prefix: str, max_source:
             enc = tokenizer([prefix + sources[i] for i in chosen], max_length=max_source, truncation=True, padding=True,
                             return_tensors="pt")
             generated = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                                       **options)
+                                       **batch_options(options, enc["input_ids"]))
             for i, text in zip(chosen, tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 out[i] = text.strip()
     return out  # type: ignore[return-value]

@@ -110,7 +110,8 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: s
         found: dict[int, str] = {}
         with torch.no_grad():
             for batch in loader:
-                out = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **gen)
+                out = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                         **seq2seq.batch_options(gen, batch["input_ids"]))
                 out = accelerator.pad_across_processes(out, dim=1, pad_index=pad)
                 out, index = accelerator.gather_for_metrics((out, batch["index"]))
                 for i, text in zip(index.tolist(), tokenizer.batch_decode(out, skip_special_tokens=True)):
