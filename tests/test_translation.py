@@ -151,6 +151,7 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss():
     """The output layer sees only real target positions: same loss and same gradients as smoothed cross-entropy
     over every position with padding ignored, for the architectures tlab trains (Marian, BART, T5, BERT2BERT)."""
     import torch.nn.functional as F
+    from transformers import MarianMTModel
 
     batch = seq2seq.Seq2SeqCollator(pad_id=0, decoder_start_id=0)(
         [{"input_ids": [5, 6, 7, 1], "attention_mask": [1, 1, 1, 1], "labels": [7, 1]},
@@ -174,6 +175,12 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss():
         full_grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert torch.allclose(fast, full, atol=1e-6), type(model).__name__
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast_grads, full_grads)), type(model).__name__
+        if isinstance(model, MarianMTModel):  # compiled: the plain path (a per-step hook would recompile each step)
+            compiled, seen = torch.compile(model, backend="eager"), []
+            probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
+            assert torch.allclose(seq2seq.label_smoothed_loss(0.1)(compiled, batch), full.detach(), atol=1e-6)
+            probe.remove()
+            assert seen == [(2, 5, 50)]
 
 
 # -- a model that learns -----------------------------------------------------------------------------------------

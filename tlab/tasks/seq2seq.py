@@ -238,7 +238,9 @@ def label_smoothed_loss(smoothing: float) -> Callable:
     def loss(model, batch):
         labels = batch["labels"]
         keep = labels != -100
-        head = output_layer(model)
+        # not under torch.compile: a hook added and removed every step would make it recompile every step
+        compiled = any(hasattr(m, "_orig_mod") for m in (model, getattr(model, "module", None)))
+        head = None if compiled else output_layer(model)
 
         def labelled_only(_module, args):
             hidden = args[0]
