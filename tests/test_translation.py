@@ -285,6 +285,7 @@ def test_resume_after_a_kill_is_exact(tmp_path, monkeypatch):
     a, b = load_file(str(tmp_path / "whole" / "model" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["final"]["bleu"] == whole["final"]["bleu"]
+    assert whole["global_batch"] == "400 tokens"  # token-budget batches: no fixed count of sentences
 
 
 # -- warm start --------------------------------------------------------------------------------------------------

@@ -71,6 +71,9 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
             "device": str(accelerator.device),
             **summary,
         }
+        if summary.get("max_tokens"):  # token-budget batches (translation): sentences per batch vary
+            facts["per_device_batch"] = f"{summary['max_tokens']} tokens"
+            facts["global_batch"] = f"{summary['max_tokens'] * cfg.train.grad_accum} tokens"
         say("tlab " + cfg.task + ": " + ", ".join(f"{k} {_fmt(v)}" for k, v in facts.items()))
         run_dir.log({"event": "resume" if cfg.resume and not run_dir.fresh_resume else "start", "time": time.time(), **facts,
                      **({"command": list(command)} if command else {})})
