@@ -195,6 +195,26 @@ def test_length_group_batches_sorts_within_mega_batches(group_batches):
         assert sorted(map(sorted, plain)) == sorted(map(sorted, batches))
 
 
+def test_length_buckets_spread_equal_lengths_over_batches():
+    """The questions of one paragraph have windows of almost one length: exact sorting puts them side by side in
+    one batch; buckets of 32 tokens keep them in random order within their bucket, at a little more padding."""
+    rng = np.random.default_rng(0)
+    paragraph = np.repeat(np.arange(100), 8)  # 100 paragraphs x 8 questions
+    lengths = rng.integers(50, 384, size=100)[paragraph] + rng.integers(0, 4, size=800)
+
+    def stats(bucket: int):
+        batches = list(data.EpochBatches(800, 16, seed=1, lengths=lengths, group_batches=50, bucket=bucket))
+        assert sorted(i for b in batches for i in b) == list(range(800))
+        distinct = np.mean([len(set(paragraph[b])) for b in batches])
+        return distinct, sum(len(b) * lengths[b].max() for b in batches), max(np.ptp(lengths[b]) for b in batches)
+
+    exact, bucketed = stats(1), stats(32)
+    assert exact[0] < 5 and bucketed[0] > 9  # distinct paragraphs in a batch of 16
+    assert bucketed[2] < 2 * 32 and bucketed[1] < exact[1] + 800 * 32  # a batch spans at most two buckets
+    with pytest.raises(ValueError, match="bucket"):
+        data.EpochBatches(10, 2, seed=0, lengths=[1] * 10, bucket=0)
+
+
 def test_fewer_group_batches_more_padding():
     lengths = np.random.default_rng(0).integers(5, 384, size=2000)
 

@@ -148,6 +148,9 @@ class TrainConfig:
     length_group_batches: int = 50
     """With group_by_length: batches per mega-batch sorted by length (transformers' LengthGroupedSampler uses 50);
     fewer keep batches more random, at the cost of more padding. Used by the squad tasks."""
+    length_bucket: int = 1
+    """With group_by_length: lengths are compared in buckets of this many tokens, examples within a bucket in random
+    order (at most bucket - 1 padding tokens more each). Used by the squad tasks."""
     compile: bool = False
     """torch.compile the model; helps on GPUs. Shapes start static and turn dynamic once they change (torch's own
     rule), so packed pretraining blocks keep fully static kernels."""

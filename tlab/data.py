@@ -184,12 +184,14 @@ class EpochBatches(torch.utils.data.Sampler):
     LengthGroupedSampler (which uses 50). Fewer batches per mega-batch keep batches more random (more padding)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, lengths: Optional[Sequence[int]] = None,
-                 keyed: bool = False, group_batches: int = 50):
-        if group_batches < 1:
-            raise ValueError(f"group_batches must be >= 1, got {group_batches}")
+                 keyed: bool = False, group_batches: int = 50, bucket: int = 1):
+        if group_batches < 1 or bucket < 1:
+            raise ValueError(f"group_batches and bucket must be >= 1, got {group_batches} and {bucket}")
         self.n, self.batch_size, self.seed, self.shuffle, self.keyed = n, batch_size, seed, shuffle, keyed
         self.group_batches = group_batches
-        self.lengths = None if lengths is None else np.asarray(lengths)
+        # lengths rounded down to buckets: the stable sort then keeps the shuffled order within a bucket, so
+        # examples of almost the same length (the questions of one paragraph) are not all put side by side
+        self.lengths = None if lengths is None else np.asarray(lengths) // bucket
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -100,7 +100,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         train_data=train_feats.with_format("python") if train_feats is not None else None,
         train_batches=data.EpochBatches(len(train_feats), cfg.train.batch_size * world, cfg.train.seed,
                                         lengths=[len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None,
-                                        group_batches=cfg.train.length_group_batches)
+                                        group_batches=cfg.train.length_group_batches, bucket=cfg.train.length_bucket)
         if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,
