@@ -301,7 +301,9 @@ def test_warm_started_encoder_decoder_trains_and_reloads(tmp_path):
                                  "data.max_train_samples=64", "data.max_eval_samples=4", "translation.num_beams=1",
                                  "translation.max_new_tokens=8", "translation.max_source_length=32",
                                  "translation.max_target_length=32"])
-    result = pipeline.run(cfg, echo=lambda m: None)
+    said: list[str] = []
+    result = pipeline.run(cfg, echo=said.append)
+    assert any("tokenizer folds case or accents" in line for line in said)  # MiniLM is uncased
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert result["steps"] == 4 and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
     model = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "run" / "model"))

@@ -170,6 +170,24 @@ def warm_start(path: str, tokenizer, cfg):
     return model
 
 
+def warn_if_lossy(tokenizer, targets: Sequence[str], path: str, log) -> None:
+    """Warn when the tokenizer folds case or accents (an uncased BERT lowercases and strips them): its translations
+    come out that way, and cased sacreBLEU counts every such difference as an error. (Characters it has no token
+    for are not what this is about: a BPE trained on the training text meets a few new ones in validation.)"""
+    import unicodedata
+
+    def fold(text: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c) and not c.isspace())
+
+    for text in targets:
+        back = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+        if "".join(back.split()) != "".join(text.split()) and fold(back) == fold(text):
+            word = next((a for a, b in zip(text.split(), back.split()) if a != b), text.split()[0] if text.split() else "")
+            log(f"warning: {path}'s tokenizer folds case or accents ({word!r} -> {fold(word)!r}): translations come "
+                "out that way, and cased sacreBLEU counts each such difference against them")
+            return
+
+
 def source_prefix(model, cfg, src: str, tgt: str, log) -> str:
     """The text put before each source: the user's, or T5's own task prefix from its config; T5 without one is
     warned about (it then scores near zero)."""

@@ -38,6 +38,8 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
                                         max(t.max_source_length, t.max_target_length, t.max_new_tokens))
             notes["preset"] = cfg.model.preset
         prefix = seq2seq.source_prefix(model, cfg, src, tgt, log)
+        if cfg.model.name_or_path:
+            seq2seq.warn_if_lossy(tokenizer, list(valid_ds["target"][:200]), cfg.model.name_or_path, log)
         start = model.generation_config.decoder_start_token_id
         options = {"tokenizer": tokenizer, "prefix": prefix, "max_source": t.max_source_length, "decoder_start": start}
         train_feats = None
