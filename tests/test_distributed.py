@@ -296,6 +296,14 @@ def test_more_processes_than_examples_fails_in_one_line(tmp_path):
     assert not (tmp_path / "work" / "run").exists()
 
 
+def eval_with_one_and_two_processes(work: Path, cache: Path) -> tuple[dict, dict]:
+    """`tlab eval` of work/run in batches of 3, once with one process (-> work/p1/) and once with two (work/p2/)."""
+    for procs in (1, 2):
+        tlab(["eval", "--model", str(work / "run"), "--batch-size", "3", "--output", str(work / f"p{procs}" / "r.json")],
+             work, cache, procs=procs)
+    return tuple(json.loads((work / f"p{n}" / "r.json").read_text()) for n in (1, 2))
+
+
 @pytest.mark.slow
 def test_qa_evaluation_under_torchrun_matches_one_process(tmp_path):
     """Windows of different lengths on each rank: logits are padded across processes before they are gathered,
@@ -308,10 +316,7 @@ def test_qa_evaluation_under_torchrun_matches_one_process(tmp_path):
     tlab(["finetune", "--task", "squad", "--model", model, "--train-file", str(squad), "--validation-file", str(squad),
           "--max-steps", "2", "--batch-size", "8", "-o", str(work / "run"), "qa.max_seq_length=128", "qa.doc_stride=32"],
          work, tmp_path / "cache", procs=1)
-    for procs in (1, 2):
-        tlab(["eval", "--model", str(work / "run"), "--batch-size", "3", "--output", str(work / f"p{procs}" / "r.json")],
-             work, tmp_path / "cache", procs=procs)
-    one, two = (json.loads((work / f"p{n}" / "r.json").read_text()) for n in (1, 2))
+    one, two = eval_with_one_and_two_processes(work, tmp_path / "cache")
     assert one["metrics"]["examples"] == two["metrics"]["examples"] == 23
     assert json.loads((work / "p2" / "predictions.json").read_text()) == json.loads((work / "p1" / "predictions.json").read_text())
     assert two["metrics"]["f1"] == pytest.approx(one["metrics"]["f1"], abs=1e-9)
@@ -328,10 +333,7 @@ def test_translation_evaluation_under_torchrun_matches_one_process(tmp_path):
           "model.preset=transformer-tiny", "model.vocab_size=500", "translation.num_beams=2", "train.lr=3e-3",
           "translation.max_new_tokens=16", "translation.max_tokens=1024", "train.eval_every=30"],
          work, tmp_path / "cache", procs=1)
-    for procs in (1, 2):
-        tlab(["eval", "--model", str(work / "run"), "--batch-size", "3", "--output", str(work / f"p{procs}" / "r.json")],
-             work, tmp_path / "cache", procs=procs)
-    one, two = (json.loads((work / f"p{n}" / "r.json").read_text()) for n in (1, 2))
+    one, two = eval_with_one_and_two_processes(work, tmp_path / "cache")
     assert one["metrics"]["examples"] == two["metrics"]["examples"] == 40
     assert (work / "p2" / "translations.de").read_text() == (work / "p1" / "translations.de").read_text()
     assert (work / "p1" / "translations.de").read_text() == (work / "run" / "translations.de").read_text()
