@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -233,6 +235,17 @@ def test_pad_collator_pads_to_the_longest():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
+
+
+def test_pad_collator_pads_per_token_labels_with_minus_100():
+    rows = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 3, -100]},
+            {"input_ids": [8], "attention_mask": [1], "labels": [2]}]
+    batch = data.PadCollator(pad_id=0)(rows)
+    assert batch["labels"].tolist() == [[-100, 3, -100], [2, -100, -100]]
+    assert batch["labels"].dtype == torch.long
+    # what the loss ignores: exactly the padded positions and the marked sub-words
+    loss = torch.nn.functional.cross_entropy(torch.zeros(2, 3, 4).flatten(0, 1), batch["labels"].flatten(), reduction="sum")
+    assert loss.item() == pytest.approx(2 * math.log(4))
 
 
 def test_corpus_formats(tmp_path):

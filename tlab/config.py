@@ -147,12 +147,12 @@ class TrainConfig:
     """Fine-tuning: batch examples of similar length together (less padding)."""
     length_group_batches: int = 50
     """With group_by_length: batches per mega-batch sorted by length (transformers' LengthGroupedSampler uses 50);
-    fewer keep batches more random, at the cost of more padding. Used by the squad tasks."""
-    length_bucket: int = 32
+    fewer keep batches more random, at the cost of more padding."""
+    length_bucket: Optional[int] = None
     """With group_by_length: lengths are compared in buckets of this many tokens, examples within a bucket in random
-    order, so the windows of one paragraph's questions (almost one length) spread over several batches; it costs a
-    little padding (91% real tokens instead of 98% on SQuAD windows). 1 = exact sorting. Used by the squad tasks
-    (BENCHMARKS.md: +1.9 F1 at the bench's seed, level with the Trainer baseline over three seeds)."""
+    order, so the windows of one paragraph's questions (almost one length) spread over several batches, at the cost
+    of a little padding (BENCHMARKS.md). 1 = exact sorting; unset = the task family's choice (32 for the squad tasks,
+    1 for the others)."""
     compile: bool = False
     """torch.compile the model; helps on GPUs. Shapes start static and turn dynamic once they change (torch's own
     rule), so packed pretraining blocks keep fully static kernels."""
@@ -197,6 +197,8 @@ class TrainConfig:
                f"{' | '.join(REPORT_TO)}")
         _check("none" not in self.report_to or len(set(self.report_to)) == 1,
                "train.report_to (--report-to): none cannot be combined with a tracker")
+        _check(self.length_group_batches >= 1 and (self.length_bucket is None or self.length_bucket >= 1),
+               "train.length_group_batches and train.length_bucket must be >= 1")
         _check(self.eval_batch_size is None or self.eval_batch_size >= 1,
                f"train.eval_batch_size (eval --batch-size) must be >= 1, got {self.eval_batch_size}")
 

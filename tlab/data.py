@@ -256,7 +256,10 @@ class LMCollator:
 
 
 class PadCollator:
-    """Pads tokenized examples to the longest in the batch (dynamic padding): (B, T_max) tensors."""
+    """Pads tokenized examples to the longest in the batch (dynamic padding): (B, T_max) tensors. Labels are one
+    per example (B,) or one per token (token classification), padded with -100, which the loss ignores."""
+
+    LABEL_PAD = -100
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -271,5 +274,9 @@ class PadCollator:
             batch[key] = torch.tensor([r[key] + [fill] * (longest - len(r[key])) for r in rows], dtype=torch.long)
         if "labels" in rows[0]:
             labels = [r["labels"] for r in rows]
-            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+            if isinstance(labels[0], list):  # (B, T_max)
+                labels = [row + [self.LABEL_PAD] * (longest - len(row)) for row in labels]
+                batch["labels"] = torch.tensor(labels, dtype=torch.long)
+            else:  # (B,)
+                batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
         return batch

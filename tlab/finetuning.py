@@ -11,10 +11,23 @@ from tlab.config import ModelConfig
 from tlab.errors import TlabError
 
 
-def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool):
+def load_model(head: str, path: str, cfg: ModelConfig, for_training: bool, trained_only: str, **config_fields):
+    """A checkpoint with the task's head (`head`: a transformers Auto class name, the task's `TaskInfo.head`).
+    For training, any checkpoint of the right body will do (a new head is initialised, `config_fields` set on its
+    config); for evaluation every weight the head needs must be in the checkpoint (`trained_only` names it)."""
+    import transformers
+
+    auto_class = getattr(transformers, head)
+    if not for_training:
+        return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, trained_only=trained_only)
+    return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, **config_fields)
+
+
+def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool,
+                    head: str = "AutoModelForSequenceClassification"):
     """A sequence classifier with the task's labels. For training, any encoder checkpoint will do (a new head
     is initialised); for evaluation the checkpoint must already be a classifier for this task's labels."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
@@ -27,12 +40,11 @@ def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool):
         if config.num_labels != spec.num_labels:
             raise TlabError(f"{path} predicts {config.num_labels} labels but task {spec.name} has {spec.num_labels}")
         check_label_names(path, config, spec)
-        return modeling.load_pretrained(AutoModelForSequenceClassification, path, cfg.trust_remote_code,
-                                        trained_only="classification head")
+        return load_model(head, path, cfg, False, "classification head")
     extra = {"num_labels": spec.num_labels, "problem_type": "regression" if labels is None else "single_label_classification"}
     if labels is not None:
         extra.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
-    return modeling.load_pretrained(AutoModelForSequenceClassification, path, cfg.trust_remote_code, **extra)
+    return load_model(head, path, cfg, True, "classification head", **extra)
 
 
 def check_label_names(path: str, config, spec) -> None:

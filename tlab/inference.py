@@ -21,7 +21,7 @@ class Classifier:
     def load(cls, name: str) -> "Classifier":
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
-        from tlab.pipeline import quiet_libraries
+        from tlab.runtime import quiet_libraries
 
         quiet_libraries()
         path = modeling.resolve_checkpoint(name)

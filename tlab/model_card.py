@@ -12,10 +12,6 @@ from typing import Any, Optional
 
 from tlab import outputs
 
-# Hub pipeline tags by task family (what the Hub's widget and search use)
-PIPELINE_TAGS = {"glue": "text-classification", "qa": "question-answering", "translation": "translation"}
-LM_PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation"}
-COMMANDS = {"pretraining": "pretrain"}  # family -> tlab command (everything else is `tlab finetune`)
 EMBEDDED_CORPUS = ("Salesforce/wikitext", "wikitext-2-raw-v1")  # what `tlab pretrain` trains on without --train-file
 COUNTS = ("tokens", "examples")  # evaluation sizes, not scores
 
@@ -34,7 +30,7 @@ def hub_dataset(cfg, info) -> tuple[Optional[str], Optional[str]]:
     """(Hub dataset id, config) the model was trained on, or (None, None) for the user's own files."""
     if cfg.data.dataset:
         return cfg.data.dataset, cfg.data.dataset_config
-    if info is not None and info.family == "pretraining":
+    if info is not None and info.family.command == "pretrain":
         return EMBEDDED_CORPUS if not cfg.data.train_files else (None, None)
     if cfg.data.data_dir or cfg.data.train_files or cfg.data.validation_file:
         return None, None  # the user's own files, whatever task they were for: the card names them in its text
@@ -62,8 +58,8 @@ def render(cfg, metrics: dict[str, Any], typed: list[list[str]]) -> str:
     from tlab import config
 
     info = task_facts(cfg.task)
-    family = info.family if info else "unknown"
-    pipeline_tag = LM_PIPELINE_TAGS.get(cfg.task) or PIPELINE_TAGS.get(family)
+    family = info.family.name if info else "unknown"
+    pipeline_tag = info.pipeline_tag if info else None
     dataset, dataset_config = hub_dataset(cfg, info)
     start = cfg.model.name_or_path
     # the Hub's base_model must be a Hub id: a local directory (another tlab run, a pip-installed model) is named
@@ -80,7 +76,7 @@ def render(cfg, metrics: dict[str, Any], typed: list[list[str]]) -> str:
                          tags=["tlab", cfg.task] + ([family] if family not in ("unknown", cfg.task) else []),
                          metrics=list(final) or None, eval_results=results or None)
 
-    command = COMMANDS.get(family, "finetune")
+    command = info.family.command if info else "finetune"
     from_config = f"tlab {command} --config config.yaml --output-dir NEW_RUN   # config.yaml: the resolved config below"
     lines = [f"# {name}", "",
              f"A {info.head.replace('AutoModelFor', '') if info and info.head else 'transformers'} model "

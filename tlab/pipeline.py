@@ -22,7 +22,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
     """`command`: the command line as typed (the CLI passes sys.argv), kept in log.jsonl for the model card."""
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
-    task = tasks.get(cfg.task)
+    task = tasks.info(cfg.task)
     from tlab import train
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
@@ -40,7 +40,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
         run_dir.release()
 
 
-def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None],
+def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None],
                 command: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
@@ -50,7 +50,9 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
     trackers.place(accelerator, run_dir.path)
     set_seed(cfg.train.seed)
 
-    job, tokenizer, summary = task.prepare(cfg, accelerator, say)
+    module = tasks.get(task.name)
+    prepared = module.prepare(task, cfg, accelerator, say)
+    job, tokenizer, summary = prepared.job, prepared.tokenizer, prepared.summary
     accelerator.wait_for_everyone()
     run_dir.create()
     accelerator.wait_for_everyone()
@@ -86,7 +88,7 @@ def _run_locked(cfg: RunConfig, task, accelerator, run_dir: outputs.RunDir, say:
         model_path = None
         if accelerator.is_main_process:
             def save(path):
-                tasks.save(task, model, tokenizer, path, cfg, state_dict)
+                module.save(model, tokenizer, path, cfg, state_dict)
                 train.fault("kill-in-model-save", result["steps"])
 
             model_path = run_dir.save_model(save)
@@ -174,7 +176,7 @@ def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     from tlab import train
 
     accelerator = train.make_accelerator(cfg, project_dir=None)
-    _job, _tokenizer, summary = tasks.get(cfg.task).prepare(cfg, accelerator, echo)
+    summary = tasks.get(cfg.task).prepare(tasks.info(cfg.task), cfg, accelerator, echo).summary
     echo("preprocessed and cached: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
     return summary
 
@@ -186,7 +188,8 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
     from tlab import train
 
     accelerator = train.make_accelerator(cfg, project_dir=None)
-    job, _tokenizer, summary = task.prepare(cfg, accelerator, echo, train=False)
+    prepared = task.prepare(tasks.info(cfg.task), cfg, accelerator, echo, train=False)
+    job, summary = prepared.job, prepared.summary
     model, *loaders = accelerator.prepare(job.model, *job.eval_loaders.values())
     start = time.perf_counter()
     with train.attention_kernels(accelerator):

@@ -255,7 +255,7 @@ def tables(runs: list[Run]) -> list[Table]:
     found = []
     for task, members in groups.items():
         info = _task_info(task)
-        pretraining = (info.family == "pretraining") if info else task in ("mlm", "clm")
+        pretraining = info is not None and info.family.command == "pretrain"
         rate = "tokens/s" if pretraining else "samples/s"
         names = metric_names(task, members)
         main, greater = main_metric(task, names)

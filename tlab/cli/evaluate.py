@@ -43,7 +43,7 @@ def eval_command(
         # A tlab run is scored the way it was trained: its config.yaml (task, max length, held-out split and seed,
         # task options) is the base that --config, flags and key=value override.
         run_config = outputs.run_config_of(model) if model else None
-        cfg = config_mod.load(config, flags, overrides, defaults={"data.validation_fraction": 0.05}, run_config=run_config)
+        cfg = config_mod.load(config, flags, overrides, run_config=run_config)
         from tlab.tasks import info
 
         if task is None and run_config is None and not config:

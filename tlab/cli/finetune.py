@@ -10,7 +10,7 @@ import typer
 from tlab.cli import app, execute, options as o, user_errors
 
 FINETUNE_DEFAULTS = {"task": "sst2", "train.lr": 5e-5, "train.epochs": 3.0, "train.warmup": 0.06,
-                     "train.batch_size": 32, "data.validation_fraction": 0.05}
+                     "train.batch_size": 32}
 
 
 @app.command()
@@ -78,7 +78,7 @@ def finetune(
         if task is not None:
             from tlab.tasks import info
 
-            if info(task).family == "pretraining":
+            if info(task).family.command != "finetune":
                 from tlab.errors import TlabError
 
                 raise TlabError(f"{task} is a pretraining objective: use `tlab pretrain --objective {task}`")

@@ -18,7 +18,7 @@ def tasks() -> None:
 
         table = Table("task", "family", "metrics", "data")
         for item in registry().values():
-            table.add_row(item.name, item.family, ", ".join(item.metrics), item.source)
+            table.add_row(item.name, item.family.name, ", ".join(item.metrics), item.source)
         Console().print(table)
 
 

@@ -1,101 +1,103 @@
-"""Task registry and the task contract. Every family implements `TaskModule` (a module with `prepare` and
-optionally `save` / `predictor`); each task is a `TaskInfo` here naming its module, head, LoRA task type, metrics and
-config section. Adding a task = one module + one line here + a YAML + a test; the CLI, data, loop and run directory
-stay untouched. Only names and descriptions live here, so `tlab tasks` and `--help` stay free of heavy imports."""
+"""The task registry: one `Family` per kind of task, one `TaskInfo` per task. Adding a family = one module that
+implements `contract.TaskModule` + one entry in `FAMILIES` + its tasks in `registry()`; the CLI, pipeline, model
+card and report dispatch through these objects and never name a family. Only names, descriptions and cheap
+tables live here, so `tlab tasks` and `--help` stay free of heavy imports (docs/adding-a-task.md)."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Optional
 
 from tlab.errors import TlabError
+from tlab.tasks.contract import Family, Job, Prepared, PredictRequest, TaskInfo, TaskModule
+
+__all__ = ["FAMILIES", "Family", "Job", "Prepared", "PredictRequest", "TaskInfo", "TaskModule", "defaults_for",
+           "family_of_model", "for_prediction", "get", "info", "module_of", "registry"]
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    family: str  # pretraining | glue | qa | translation
-    module: str  # implements TaskModule
-    source: str
-    metrics: tuple[str, ...]
-    main_metric: str = ""
-    greater_is_better: bool = True
-    head: str = ""  # the transformers Auto class of the task's model, e.g. AutoModelForQuestionAnswering
-    peft_task_type: Optional[str] = None  # SEQ_CLS / QUESTION_ANS / SEQ_2_SEQ_LM: the head LoRA keeps trainable
-    options: Optional[str] = None  # the RunConfig section of the family's own options (e.g. "qa")
+def _architectures(config: dict) -> list[str]:
+    return config.get("architectures") or []
 
 
-@runtime_checkable
-class TaskModule(Protocol):
-    """What a family's module provides. `prepare` does load (Hub or files), preprocess (cached features, side
-    columns kept out of batches), build the model with its head, and returns the Job: collator, evaluation with
-    post-processing, main metric. `save` writes model/ (default: safetensors save_pretrained of model and tokenizer).
-    `predictor(model_path, cfg)` (optional) returns what `tlab predict` calls."""
+def _is_seq2seq(config: dict) -> bool:
+    return bool(config.get("is_encoder_decoder")) or any(
+        a.endswith("ForConditionalGeneration") or a.endswith("MTModel") or a == "EncoderDecoderModel"
+        for a in _architectures(config))
 
-    def prepare(self, cfg, accelerator, log: Callable[[str], None], train: bool = True) -> tuple[Any, Any, dict]: ...
+
+# The order matters for `family_of_model`: the first family whose test passes wins; "glue" is the fallback.
+FAMILIES: dict[str, Family] = {
+    "pretraining": Family("pretraining", "tlab.tasks.lm", "AutoModelForMaskedLM", "fill-mask", command="pretrain"),
+    "translation": Family(
+        "translation", "tlab.tasks.translation", "AutoModelForSeq2SeqLM", "translation", "SEQ_2_SEQ_LM", "translation",
+        defaults={"train.batch_size": 16},
+        # without --model: the low-resource recipe of BENCHMARKS.md (a small Transformer, strong dropout,
+        # token-budget batches, a high inverse-sqrt learning rate, many short epochs, the last checkpoints averaged)
+        from_scratch_defaults={"model.preset": "transformer-small", "model.vocab_size": 4000, "train.lr": 1e-3,
+                               "train.epochs": 16.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
+                               "train.weight_decay": 0.0, "translation.max_tokens": 4096, "train.eval_every": 300,
+                               "train.save_every": 100, "train.keep_checkpoints": 5,
+                               "translation.average_checkpoints": 5, "data.max_eval_samples": 500},
+        detects=_is_seq2seq),
+    "qa": Family("qa", "tlab.tasks.squad", "AutoModelForQuestionAnswering", "question-answering", "QUESTION_ANS", "qa",
+                 # the windows of one paragraph's questions have almost one length: bucketed, they spread over batches
+                 length_bucket=32,
+                 detects=lambda c: any(a.endswith("ForQuestionAnswering") for a in _architectures(c)),
+                 predict_flags=("question", "context")),
+    "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
+                   detects=lambda c: True),
+}
+TRANSLATION_METRICS = ("bleu", "chrf")
 
 
 def _glue() -> dict[str, TaskInfo]:
     from tlab.tasks.glue_data import GLUE_TASKS
 
     return {
-        name: TaskInfo(name, "glue", "tlab.tasks.glue", f"nyu-mll/glue ({spec.hub_config}) or --data-dir GLUE TSVs",
-                       tuple(spec.metrics), spec.main_metric, True, "AutoModelForSequenceClassification", "SEQ_CLS")
+        name: TaskInfo(name, FAMILIES["glue"], f"nyu-mll/glue ({spec.hub_config}) or --data-dir GLUE TSVs",
+                       tuple(spec.metrics), spec.main_metric, True, params={"spec": spec})
         for name, spec in GLUE_TASKS.items()
+    }
+
+
+def _wmt() -> dict[str, TaskInfo]:
+    from tlab.tasks.translation_data import WMT_TASKS
+
+    family = FAMILIES["translation"]
+    return {
+        name: TaskInfo(name, family, f"{hub} ({config}) or --data-dir with train.{src}/train.{tgt}/valid.{src}/valid.{tgt}",
+                       TRANSLATION_METRICS, "bleu", True, params={"hub": hub, "hub_config": config, "languages": (src, tgt)})
+        for name, (hub, config, src, tgt) in WMT_TASKS.items()
     }
 
 
 def registry() -> dict[str, TaskInfo]:
     lm_source = "text files / folders (--train-file), a Hub dataset (data.dataset), or the embedded WikiText-2 sample"
     squad_source = "{hub} or SQuAD JSON / JSONL (--train-file, --validation-file; articles held out when no validation file)"
+    lm, qa = FAMILIES["pretraining"], FAMILIES["qa"]
     found = {
-        "mlm": TaskInfo("mlm", "pretraining", "tlab.tasks.lm", lm_source, ("loss", "perplexity", "accuracy"), "loss",
-                        False, "AutoModelForMaskedLM"),
-        "clm": TaskInfo("clm", "pretraining", "tlab.tasks.lm", lm_source, ("loss", "perplexity"), "loss", False,
-                        "AutoModelForCausalLM"),
+        "mlm": TaskInfo("mlm", lm, lm_source, ("loss", "perplexity", "accuracy"), "loss", False, params={"mlm": True}),
+        "clm": TaskInfo("clm", lm, lm_source, ("loss", "perplexity"), "loss", False, params={"mlm": False},
+                        head_override="AutoModelForCausalLM", pipeline_tag_override="text-generation"),
     }
     found.update(_glue())
-    found["squad"] = TaskInfo("squad", "qa", "tlab.tasks.squad", squad_source.format(hub="rajpurkar/squad"),
-                              ("exact_match", "f1"), "f1", True, "AutoModelForQuestionAnswering", "QUESTION_ANS", "qa")
-    found["squad_v2"] = TaskInfo("squad_v2", "qa", "tlab.tasks.squad", squad_source.format(hub="rajpurkar/squad_v2"),
-                                 ("exact_match", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"), "f1", True,
-                                 "AutoModelForQuestionAnswering", "QUESTION_ANS", "qa")
-    for name, (hub, config, src, tgt) in _wmt().items():
-        found[name] = TaskInfo(name, "translation", "tlab.tasks.translation",
-                               f"{hub} ({config}) or --data-dir with train.{src}/train.{tgt}/valid.{src}/valid.{tgt}",
-                               TRANSLATION_METRICS, "bleu", True, "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "translation")
-    found["translation"] = TaskInfo("translation", "translation", "tlab.tasks.translation",
+    found["squad"] = TaskInfo("squad", qa, squad_source.format(hub="rajpurkar/squad"), ("exact_match", "f1"), "f1",
+                              params={"version_2": False, "hub": "rajpurkar/squad"})
+    found["squad_v2"] = TaskInfo("squad_v2", qa, squad_source.format(hub="rajpurkar/squad_v2"),
+                                 ("exact_match", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"), "f1",
+                                 params={"version_2": True, "hub": "rajpurkar/squad_v2"})
+    found.update(_wmt())
+    found["translation"] = TaskInfo("translation", FAMILIES["translation"],
                                     "parallel files (--data-dir DIR/train.xx, --train-file; JSON Lines) for any "
-                                    "--source-lang/--target-lang", TRANSLATION_METRICS, "bleu", True,
-                                    "AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM", "translation")
+                                    "--source-lang/--target-lang", TRANSLATION_METRICS, "bleu", params={"languages": None})
     return found
 
 
-TRANSLATION_METRICS = ("bleu", "chrf")
-# Fine-tuning defaults of a family, below its YAML and flags (`defaults_for`). Translation from scratch (no --model)
-# gets the low-resource recipe measured in BENCHMARKS.md: a small Transformer, strong dropout, token-budget batches,
-# a high inverse-sqrt learning rate, many short epochs and the last checkpoints averaged.
-FAMILY_DEFAULTS = {
-    "translation": {"train.lr": 5e-5, "train.batch_size": 16, "train.epochs": 3.0},
-    "translation-from-scratch": {"model.preset": "transformer-small", "model.vocab_size": 4000, "train.lr": 1e-3,
-                                 "train.epochs": 16.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
-                                 "train.weight_decay": 0.0, "translation.max_tokens": 4096, "train.eval_every": 300,
-                                 "train.save_every": 100, "train.keep_checkpoints": 5,
-                                 "translation.average_checkpoints": 5, "data.max_eval_samples": 500},
-}
-
-
 def defaults_for(task: str, from_scratch: bool) -> dict:
+    """The family's config defaults (below YAML and flags); its from-scratch recipe when there is no --model."""
     family = info(task).family
-    return FAMILY_DEFAULTS.get(f"{family}-from-scratch" if from_scratch else family, {}) or FAMILY_DEFAULTS.get(family, {})
-
-
-def _wmt() -> dict:
-    from tlab.tasks.translation_data import WMT_TASKS
-
-    return WMT_TASKS
+    return dict(family.from_scratch_defaults if from_scratch and family.from_scratch_defaults else family.defaults)
 
 
 def info(name: str) -> TaskInfo:
@@ -108,17 +110,38 @@ def info(name: str) -> TaskInfo:
 
 
 def get(name: str) -> TaskModule:
-    """The task's module (imported now: it brings torch and transformers)."""
-    module = importlib.import_module(info(name).module)
+    """The task's family module (imported now: it brings torch and transformers)."""
+    module = importlib.import_module(info(name).family.module)
     assert isinstance(module, TaskModule), f"{module.__name__} does not implement the task contract"
     return module
 
 
-def save(task_module, model, tokenizer, path, cfg, state_dict=None) -> None:
-    """The task's own `save` (e.g. merging LoRA) or plain safetensors save_pretrained of model and tokenizer.
-    `state_dict` is the gathered full state of a sharded (FSDP) model."""
-    custom = getattr(task_module, "save", None)
-    if custom is not None:
-        return custom(model, tokenizer, path, cfg, state_dict)
-    model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(path)
+def module_of(family: Family) -> TaskModule:
+    module = importlib.import_module(family.module)
+    assert isinstance(module, TaskModule), f"{module.__name__} does not implement the task contract"
+    return module
+
+
+def family_of_model(config: dict) -> Family:
+    """The family of a plain model directory (no run): the first whose test accepts its config.json."""
+    return next(f for f in FAMILIES.values() if f.detects is not None and f.detects(config))
+
+
+def for_prediction(model: str, task: Optional[str], flags: tuple[str, ...] = ()) -> Family:
+    """The family `tlab predict` serves `model` with: --task's, else the run's (config.yaml), else one read off
+    the model's config.json; a family's own flags (--question) pick it."""
+    import json
+    from pathlib import Path
+
+    flagged = [f for f in FAMILIES.values() if any(flag in f.predict_flags for flag in flags)]
+    if flagged:
+        return flagged[0]
+    if task:
+        return info(task).family
+    run_config = Path(model) / "config.yaml"
+    if run_config.is_file() and (Path(model) / "model").is_dir():
+        import yaml
+
+        return info((yaml.safe_load(run_config.read_text()) or {}).get("task", "sst2")).family
+    config = Path(model) / "config.json"
+    return family_of_model(json.loads(config.read_text()) if config.is_file() else {})

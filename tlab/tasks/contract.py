@@ -24,6 +24,8 @@ class Family:
     # config defaults of the family, below its YAML and flags; `from_scratch_defaults` replace them without --model
     defaults: Mapping[str, Any] = field(default_factory=dict)
     from_scratch_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # train.length_bucket when the config leaves it unset (tlab.data.EpochBatches' `bucket`)
+    length_bucket: int = 1
     # `tlab predict` picks this family for a model directory (not a run) whose config.json matches
     # (see `tlab.tasks.family_of_model`); the first family whose test passes wins.
     detects: Optional[Callable[[dict], bool]] = None
@@ -56,6 +58,10 @@ class TaskInfo:
     @property
     def peft_task_type(self) -> Optional[str]:
         return self.family.peft_task_type
+
+    @property
+    def options(self) -> Optional[str]:
+        return self.family.options
 
 
 @dataclass

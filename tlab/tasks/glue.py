@@ -10,8 +10,8 @@ import torch
 from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import glue_data
-from tlab.train import Job
+from tlab.tasks import glue_data, scaffold
+from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 
 def load_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str, files: Optional[list[str]] = None):
@@ -88,11 +88,9 @@ def tokenize(ds, tokenizer, max_length: int, regression: bool):
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
 
 
-def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
-    spec = glue_data.get_spec(cfg.task)
-    if not cfg.model.name_or_path:
-        raise TlabError("fine-tuning needs a model: pass --model (a tlab run directory, a model directory or a Hub id)")
-    path = modeling.resolve_checkpoint(cfg.model.name_or_path)
+def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
+    spec: glue_data.GlueSpec = info.params["spec"]
+    path = scaffold.require_model(cfg)
     with accelerator.main_process_first():
         train_ds = load_split(cfg, spec, "train", cfg.data.train_files) if train else None
         if train_ds is not None and len(train_ds) == 0:
@@ -100,40 +98,32 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         evals, train_ds = validation_sets(cfg, spec, train_ds)
         if train and not spec.is_regression and -1 in train_ds.unique("label"):
             raise TlabError(f"the {spec.name} training data has no labels")
-        if cfg.data.max_train_samples and train_ds is not None:
-            train_ds = train_ds.select(range(min(cfg.data.max_train_samples, len(train_ds))))
-        if cfg.data.max_eval_samples:
-            evals = {k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in evals.items()}
+        train_ds = scaffold.clip(train_ds, cfg.data.max_train_samples)
+        evals = scaffold.clip_all(evals, cfg.data.max_eval_samples)
         tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
-        model = finetuning.load_classifier(path, spec, cfg.model, for_training=train)
+        model = finetuning.load_classifier(path, spec, cfg.model, for_training=train, head=info.head)
         finetuning.first_token_only_in_last_layer(model)
-        max_length = min(cfg.data.max_length, modeling.max_positions(model.config) or cfg.data.max_length)
+        max_length = scaffold.input_length(cfg.data.max_length, model.config)
         train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
         eval_tok = {k: tokenize(v, tokenizer, max_length, spec.is_regression).sort("length") for k, v in evals.items()}
     if train:
-        model = finetuning.adapt(model, cfg.model, log)
+        model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    eval_loaders = {
-        name: torch.utils.data.DataLoader(ds.remove_columns("length").with_format("python"), batch_size=cfg.train.eval_batch() * world,
-                                          collate_fn=collate)
-        for name, ds in eval_tok.items()
-    }
     job = Job(
         model=model,
         train_data=train_tok.remove_columns("length").with_format("python") if train_tok is not None else None,
-        train_batches=data.EpochBatches(len(train_tok), cfg.train.batch_size * world, cfg.train.seed,
-                                        lengths=train_tok["length"] if cfg.train.group_by_length else None)
+        train_batches=scaffold.train_batches(info, cfg, len(train_tok), world, train_tok["length"])
         if train_tok is not None else None,
         collate=collate,
-        eval_loaders=eval_loaders,
+        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length"]),
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, spec),
-        main_metric=spec.main_metric,
-        greater_is_better=True,
+        main_metric=info.main_metric,
+        greater_is_better=info.greater_is_better,
     )
     summary = {"train_examples": 0 if train_tok is None else len(train_tok),
                **{f"{k}_examples": len(v) for k, v in eval_tok.items()}, "labels": spec.label_names or "regression"}
-    return job, tokenizer, summary
+    return Prepared(job, tokenizer, summary)
 
 
 def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
@@ -158,10 +148,28 @@ def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
         predictions, references = torch.cat(preds), torch.cat(refs)
         scores = metrics.compute(list(spec.metrics), predictions.tolist(), references.tolist())
         scores["loss"] = loss_sum / max(1, len(references))
-        suffix = "" if len(loaders) == 1 or split == spec.validation_splits[0] else "_" + split.replace("validation_", "")
+        suffix = scaffold.suffix(split, list(loaders), primary=spec.validation_splits[0])
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(references)
     return results
 
 
 save = finetuning.save  # LoRA merged, safetensors
+
+
+def predict(request: PredictRequest, echo) -> None:
+    """Label, probability and text per input (score and text for regression): texts, else stdin lines; a tab
+    (or --text-b) gives the second sentence of a pair."""
+    from tlab.inference import Classifier
+
+    lines = request.texts or [line.rstrip("\r") for line in request.stdin().split("\n") if line.strip()]
+    if not lines:
+        raise TlabError("no text to classify: give texts as arguments or lines on stdin")
+    text_b = request.text_b
+    pairs = [(line, text_b) if text_b is not None else tuple((line.split("\t", 1) + [None])[:2]) for line in lines]
+    classifier = Classifier.load(request.model)
+    for start in range(0, len(pairs), request.batch_size):
+        chunk = pairs[start : start + request.batch_size]
+        for (a, b), (label, score) in zip(chunk, classifier(chunk)):
+            shown = a if b is None else f"{a}\t{b}"
+            echo(f"{label}\t{score:.4f}\t{shown}" if label is not None else f"{score:.4f}\t{shown}")

@@ -10,7 +10,8 @@ import torch
 from tlab import data, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.train import Job
+from tlab.tasks import scaffold
+from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
 # The embedded default: WikiText-2 (CC BY-SA 3.0), its test part to train on and its validation part to evaluate.
@@ -41,14 +42,10 @@ def load_texts(cfg: RunConfig):
                             "(or set data.validation_fraction=0)")
         split = train.train_test_split(test_size=d.validation_fraction, seed=cfg.train.seed)
         train, validation = split["train"], split["test"]
-    if d.max_train_samples:
-        train = train.select(range(min(d.max_train_samples, len(train))))
-    if validation is not None and d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return train, validation
+    return scaffold.clip(train, d.max_train_samples), scaffold.clip(validation, d.max_eval_samples)
 
 
-def get_tokenizer(cfg: RunConfig, train):
+def get_tokenizer(cfg: RunConfig, train, mlm: bool):
     m = cfg.model
     if m.tokenizer or m.name_or_path:
         name = m.tokenizer or modeling.resolve_checkpoint(m.name_or_path)
@@ -58,17 +55,17 @@ def get_tokenizer(cfg: RunConfig, train):
             return (t for i in range(0, len(train), 1000) for t in train[i : i + 1000]["text"])
 
         tokenizer = modeling.train_tokenizer(texts, cfg.task, m.vocab_size, train._fingerprint)
-    if cfg.task == "mlm" and tokenizer.mask_token_id is None:
+    if mlm and tokenizer.mask_token_id is None:
         raise TlabError(f"tokenizer {m.tokenizer or m.name_or_path} has no mask token, which MLM needs")
-    if cfg.task == "clm" and tokenizer.eos_token_id is None:
+    if not mlm and tokenizer.eos_token_id is None:
         raise TlabError(f"tokenizer {m.tokenizer or m.name_or_path} has no end-of-text token, which CLM needs")
     return tokenizer
 
 
-def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
-    """Corpus -> tokenizer -> packed blocks -> model; returns (Job, tokenizer, summary).
+def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
+    """Corpus -> tokenizer -> packed blocks -> model.
     With train=False (tlab eval) only the validation text of a trained model is prepared."""
-    mlm = cfg.task == "mlm"
+    mlm = info.params["mlm"]
     block = cfg.data.block_size
     if not train and not cfg.model.name_or_path:
         raise TlabError("tlab eval needs --model (a tlab run directory or a model directory)")
@@ -81,7 +78,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
                 data.expand_files([validation_file]) if validation_file else [DEFAULT_VALIDATION], cfg.data.text_column)
             if cfg.data.max_eval_samples:
                 validation = validation.select(range(min(cfg.data.max_eval_samples, len(validation))))
-        tokenizer = get_tokenizer(cfg, train_texts)
+        tokenizer = get_tokenizer(cfg, train_texts, mlm)
         model = modeling.build_lm(cfg.model, cfg.task, tokenizer, block, for_training=train)
 
         def blocks_of(ds):
@@ -111,8 +108,8 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, mlm=mlm, seed=cfg.train.seed),
-        main_metric="loss" if eval_loaders else "",
-        greater_is_better=False,
+        main_metric=info.main_metric if eval_loaders else "",
+        greater_is_better=info.greater_is_better,
         restore_best=False,
     )
     summary = {
@@ -122,7 +119,19 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         "vocab_size": len(tokenizer),
         "model_type": model.config.model_type,
     }
-    return job, tokenizer, summary
+    return Prepared(job, tokenizer, summary)
+
+
+def save(model, tokenizer, path, cfg, state_dict=None) -> None:
+    """model/ as transformers saves it (safetensors); a sharded (FSDP) model from its gathered full state."""
+    model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
+    tokenizer.save_pretrained(path)
+
+
+def predict(request: PredictRequest, echo) -> None:
+    raise TlabError(f"{request.model} is a pretrained language model ({request.task or 'mlm/clm'}) and holds no "
+                    "sequence classifier: `tlab predict` serves fine-tuned classifiers, QA and translation models; "
+                    "fine-tune it first (tlab finetune --model ...)")
 
 
 def skip_padding_probe(model) -> None:

@@ -8,15 +8,12 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from tlab import data, finetuning, modeling
+from tlab import finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import extractive_qa as qa
-from tlab.tasks import squad_data
-from tlab.train import Job
-
-VERSION_2 = {"squad": False, "squad_v2": True}
-MAIN_METRIC = "f1"
+from tlab.tasks import scaffold, squad_data
+from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 
 def load_examples(cfg: RunConfig, version_2: bool, train: bool):
@@ -48,33 +45,21 @@ def load_examples(cfg: RunConfig, version_2: bool, train: bool):
         train_ds, dropped = squad_data.drop_misaligned(train_ds)
         if len(train_ds) == 0:
             raise TlabError("no usable training questions (every answer's text differs from the context at its answer_start)")
-    if d.max_train_samples and train_ds is not None:
-        train_ds = train_ds.select(range(min(d.max_train_samples, len(train_ds))))
-    if d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    return (train_ds if train else None), {"validation": validation}, dropped
+    train_ds = scaffold.clip(train_ds, d.max_train_samples) if train else None
+    return train_ds, {"validation": scaffold.clip(validation, d.max_eval_samples)}, dropped
 
 
-def load_model(path: str, cfg: RunConfig, for_training: bool):
-    from transformers import AutoModelForQuestionAnswering
-
-    return modeling.load_pretrained(AutoModelForQuestionAnswering, path, cfg.model.trust_remote_code,
-                                    trained_only=None if for_training else "question-answering head")
-
-
-def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
-    version_2 = VERSION_2[cfg.task]
+def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
+    version_2 = info.params["version_2"]
     q = cfg.qa
-    if not cfg.model.name_or_path:
-        raise TlabError("question answering needs a model: pass --model (a tlab run directory, a model directory or a Hub id)")
-    path = modeling.resolve_checkpoint(cfg.model.name_or_path)
+    path = scaffold.require_model(cfg, "question answering")
     with accelerator.main_process_first():
         train_ex, evals, skipped = load_examples(cfg, version_2, train)
         if skipped:
             log(f"skipped {skipped} training question(s) whose answer text is not at its answer_start")
         tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
-        model = load_model(path, cfg, for_training=train)
-        max_len = min(q.max_seq_length, modeling.max_positions(model.config) or q.max_seq_length)
+        model = finetuning.load_model(info.head, path, cfg.model, train, "question-answering head")
+        max_len = scaffold.input_length(q.max_seq_length, model.config)
         options = {"tokenizer": tokenizer, "max_seq_length": max_len, "doc_stride": min(q.doc_stride, max_len // 2)}
         train_feats = None
         if train_ex is not None:
@@ -86,27 +71,24 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         eval_feats = {k: v.select(order[k]).map(qa.prepare_validation_features, batched=True, remove_columns=v.column_names,
                                                 fn_kwargs=options, desc="windows") for k, v in evals.items()}
     if train:
-        model = finetuning.adapt(model, cfg.model, log, peft_task_type="QUESTION_ANS")
+        model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     world = accelerator.num_processes
     collate = qa.QACollator(tokenizer)
-    eval_loaders = {name: torch.utils.data.DataLoader(
-        feats.remove_columns(["example_id", "offset_mapping"]).with_format("python"),
-        batch_size=cfg.train.eval_batch() * world, collate_fn=collate) for name, feats in eval_feats.items()}
+    eval_loaders = scaffold.eval_loaders(eval_feats, cfg, world, collate, drop=["example_id", "offset_mapping"])
     artifacts: dict[str, Any] = {}
     options = {"n_best": q.n_best, "max_answer_length": q.max_answer_length, "version_2": version_2,
                "null_threshold": q.null_threshold}
     job = Job(
         model=model,
         train_data=train_feats.with_format("python") if train_feats is not None else None,
-        train_batches=data.EpochBatches(len(train_feats), cfg.train.batch_size * world, cfg.train.seed,
-                                        lengths=[len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None,
-                                        group_batches=cfg.train.length_group_batches, bucket=cfg.train.length_bucket)
+        train_batches=scaffold.train_batches(info, cfg, len(train_feats), world,
+                                             [len(ids) for ids in train_feats["input_ids"]] if cfg.train.group_by_length else None)
         if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_feats, options, artifacts),
-        main_metric=MAIN_METRIC,
-        greater_is_better=True,
+        main_metric=info.main_metric,
+        greater_is_better=info.greater_is_better,
         artifacts=artifacts,
     )
     summary = {"train_examples": 0 if train_ex is None else len(train_ex), "skipped_misaligned": skipped,
@@ -114,7 +96,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
                **{f"{k}_examples": len(v) for k, v in evals.items()},
                **{f"{k}_windows": len(v) for k, v in eval_feats.items()}, "max_seq_length": max_len,
                "doc_stride": options.get("doc_stride", q.doc_stride)}
-    return job, tokenizer, summary
+    return Prepared(job, tokenizer, summary)
 
 
 def longest_first(examples) -> list[int]:
@@ -168,7 +150,7 @@ def evaluate(model, loaders, accelerator, examples: dict, features: dict, option
         else:
             preds = [{"id": q, "prediction_text": predictions[q]} for q in ex["id"]]
             scores = metrics.load("squad").compute(predictions=preds, references=refs)
-        suffix = "" if len(loaders) == 1 else f"_{split}"
+        suffix = scaffold.suffix(split, list(loaders))
         results.update({f"{_name(k)}{suffix}": float(v) for k, v in scores.items() if isinstance(v, (int, float))})
         results[f"examples{suffix}"] = len(ex)
         ids = ex["id"]  # the file's order (windows were made longest first)
@@ -208,14 +190,14 @@ class Answerer:
     @classmethod
     def for_model(cls, model: str, task: Optional[str] = None) -> "Answerer":
         """Options from the run's config.yaml when `model` is a tlab run (v2 runs may answer "no answer")."""
-        from tlab import config, outputs
-        from tlab.pipeline import quiet_libraries
+        from tlab import outputs, tasks
+        from tlab.runtime import quiet_libraries
 
         quiet_libraries()
-        run_config = outputs.run_config_of(model)
-        cfg = config.load(flags={"task": task}, run_config=run_config)
+        cfg = scaffold.run_config(model, task)
         q = cfg.qa
-        version_2 = VERSION_2.get(cfg.task if (task or run_config) else "squad", False)
+        known = bool(task or outputs.run_config_of(model))  # else the defaults' task, which says nothing
+        version_2 = known and bool(tasks.info(cfg.task).params.get("version_2"))
         return cls(model, q.max_seq_length, q.doc_stride, q.n_best, q.max_answer_length,
                    q.null_threshold if version_2 else None)
 
@@ -232,3 +214,37 @@ class Answerer:
                       feats["offset_mapping"])
         answers = dict(qa.stream_answers(windows, dict(zip(rows["id"], rows["context"])), **self.search))
         return [answers[i] for i in rows["id"]]
+
+
+def predict(request: PredictRequest, echo) -> None:
+    """Answer, character span and score per question: --question/--context, or JSON Lines {"question",
+    "context"[, "id"]} on stdin ("no answer" when a v2 model abstains)."""
+    import json
+
+    if request.texts:
+        raise TlabError("a question answering model takes --question and --context (or JSON Lines on stdin), not texts")
+    if (request.question is None) != (request.context is None):
+        raise TlabError("give both --question and --context")
+    if request.question is not None:
+        rows = [{"question": request.question, "context": request.context}]
+    else:
+        rows = []
+        for number, line in enumerate(request.stdin().split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise TlabError(f"stdin line {number} is not JSON (one {{\"question\": ..., \"context\": ...}} per line)") from None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str):
+                raise TlabError(f"stdin line {number} needs string fields \"question\" and \"context\"")
+            rows.append(row)
+        if not rows:
+            raise TlabError("no question: give --question and --context, or JSON Lines on stdin")
+    answerer = Answerer.for_model(request.model, request.task)
+    for start in range(0, len(rows), request.batch_size):
+        chunk = rows[start : start + request.batch_size]
+        for row, answer in zip(chunk, answerer(chunk)):
+            span = f"{answer.start}-{answer.start + len(answer.text)}" if answer.text else "-"
+            prefix = f"{row['id']}\t" if "id" in row else ""
+            echo(f"{prefix}{answer.text or 'no answer'}\t{span}\t{answer.score:.4f}")
