@@ -1,8 +1,8 @@
 """Cheaper dropout for CPU training.
 
 torch draws one float from its Mersenne-Twister generator per element for a dropout mask, one element at a time:
-on a 2-core CPU fine-tuning MiniLM that was ~9% of the step, mostly in the attention-probability dropout inside
-SDPA. Here a mask costs one 64-bit draw per four elements (16 random bits each, from the same seeded generator,
+on a small CPU that is a visible share of a fine-tuning step (BENCHMARKS.md), mostly in the attention-probability
+dropout inside SDPA. Here a mask costs one 64-bit draw per four elements (16 random bits each, from the same seeded generator,
 so runs stay reproducible and resumable), with p rounded to a multiple of 1/65536. Masks keep torch's meaning:
 each element kept independently with probability 1 - p and scaled by 1 / (1 - p). GPUs keep torch's own dropout
 (its Philox kernel is already cheap).
@@ -97,8 +97,8 @@ def cheap_dropout(model) -> Iterator[None]:
     if attention_swapped:
         _register_attention()
         model.set_attn_implementation(ATTENTION_NAME)
-    # Models such as Marian and BART call torch.nn.functional.dropout rather than holding nn.Dropout modules (15% of
-    # a translation step went to torch's mask draws): the function is swapped for the block as well.
+    # Models such as Marian and BART call torch.nn.functional.dropout rather than holding nn.Dropout modules (their
+    # mask draws are a large share of a translation step): the function is swapped for the block as well.
     functional = torch.nn.functional.dropout
     torch.nn.functional.dropout = _functional_dropout
     try:

@@ -160,8 +160,8 @@ class TrainConfig:
     """torch.compile mode: default | reduce-overhead (CUDA graphs: less host time a step, for static shapes) |
     max-autotune | max-autotune-no-cudagraphs."""
     cheap_dropout: bool = True
-    """On CPUs, dropout masks from 16 random bits per element instead of a float (p rounded to 1/65536): ~8% faster
-    fine-tuning on 2 cores. GPUs always use torch's dropout."""
+    """On CPUs, dropout masks from 16 random bits per element instead of a float (p rounded to 1/65536): faster
+    fine-tuning on small CPUs (BENCHMARKS.md). GPUs always use torch's dropout."""
     eval_batch_size: Optional[int] = None
     """Evaluation batch size (default: 2 x batch_size)."""
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -81,7 +81,7 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
                      **({"command": list(command)} if command else {})})
 
         if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and train.cpu_has_bf16_units():
-            say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains about 1.3x faster (see BENCHMARKS.md)")
+            say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains faster here (see BENCHMARKS.md)")
         with train.attention_kernels(accelerator):
             result = train.fit(cfg, job, accelerator, run_dir, say)
         model, state_dict = result.pop("model"), result.pop("state_dict")

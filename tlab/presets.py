@@ -1,7 +1,7 @@
 """Model size presets for pretraining from scratch. Kept free of heavy imports so `tlab presets` is instant.
 
 A preset is `[arch-]size`. MLM defaults to ModernBERT, whose `sparse_prediction` computes the vocabulary
-projection only at masked positions (2.6x the step of BertForMaskedLM at 4 x 256 on CPU); classic BERT and
+projection only at masked positions (a much cheaper step than BertForMaskedLM's: BENCHMARKS.md); classic BERT and
 RoBERTa stay available. CLM defaults to GPT-2; Llama-style (RoPE, SwiGLU, RMSNorm) is available.
 """
 
