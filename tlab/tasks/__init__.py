@@ -81,9 +81,9 @@ FAMILY_DEFAULTS = {
     "translation": {"train.lr": 5e-5, "train.batch_size": 16, "train.epochs": 3.0},
     "translation-from-scratch": {"model.preset": "transformer-small", "model.vocab_size": 4000, "train.lr": 1e-3,
                                  "train.epochs": 16.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
-                                 "train.weight_decay": 0.0, "translation.max_tokens": 4096, "train.eval_every": 300,
+                                 "train.weight_decay": 0.0, "seq2seq.max_tokens": 4096, "train.eval_every": 300,
                                  "train.save_every": 100, "train.keep_checkpoints": 5,
-                                 "translation.average_checkpoints": 5, "data.max_eval_samples": 500},
+                                 "seq2seq.average_checkpoints": 5, "data.max_eval_samples": 500},
 }
 
 
