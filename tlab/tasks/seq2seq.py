@@ -93,10 +93,10 @@ def kind_of(config) -> str:
     return "encoder-only"
 
 
-def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, warm_start: Optional[bool] = None,
+def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encoder: Optional[bool] = None,
          purpose: str = "translation"):
-    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `warm_start` (the translation task's
-    translation.warm_start when not given) an encoder-decoder built from an encoder. mBART gets its language codes
+    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (the translation task's
+    translation.warm_start when not given) an encoder-decoder warm-started from an encoder. mBART gets its language codes
     (src, tgt); a language it lacks is refused. `purpose` names the task in the refusal of other models."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
@@ -107,9 +107,9 @@ def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, warm_start
         raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
     kind = kind_of(config)
     tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
-    if warm_start is None:  # callers that pass a translation run's config only
-        warm_start = cfg.translation.warm_start
-    if warm_start and for_training:
+    if from_encoder is None:  # callers that pass a translation run's config only
+        from_encoder = cfg.translation.warm_start
+    if from_encoder and for_training:
         if kind != "encoder-only":
             raise TlabError(f"translation.warm_start builds an encoder-decoder from an encoder; {path} is already "
                             f"{'an' if kind[0] == 'e' else 'a'} {kind} model ({config.model_type})")

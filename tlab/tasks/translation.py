@@ -32,7 +32,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         train_ds, valid_ds, notes = translation_data.load(cfg, src, tgt, train, log)
         if cfg.model.name_or_path:
             model, tokenizer = seq2seq.load(cfg.model.name_or_path, cfg, src, tgt, train, log,
-                                            warm_start=t.warm_start, purpose="translation")
+                                            from_encoder=t.warm_start, purpose="translation")
         else:
             tokenizer = seq2seq.shared_tokenizer(train_ds["source"], train_ds["target"], cfg.model.vocab_size)
             model = seq2seq.from_preset(cfg.model.preset, tokenizer, cfg.model.overrides,
