@@ -64,7 +64,8 @@ def from_preset(preset: str, tokenizer, overrides: dict, max_length: int):
     try:
         config = MarianConfig(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise TlabError(f"invalid model.overrides for the sequence-to-sequence preset: {str(exc).splitlines()[0][:240]}") from None
+        raise TlabError("invalid model.overrides for the sequence-to-sequence preset: "
+                        f"{str(exc).splitlines()[0][:240]}") from None
     modeling.check_heads(config, "marian")
     model = MarianMTModel(config)
     set_generation_ids(model, decoder_start=pad, eos=eos, pad=pad)
@@ -95,9 +96,10 @@ def kind_of(config) -> str:
 
 def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encoder: Optional[bool] = None,
          purpose: str = "translation"):
-    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (the translation task's
-    translation.warm_start when not given) an encoder-decoder warm-started from an encoder. mBART gets its language codes
-    (src, tgt); a language it lacks is refused. `purpose` names the task in the refusal of other models."""
+    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (the translation
+    task's translation.warm_start when not given) an encoder-decoder warm-started from an encoder. mBART gets its
+    language codes (src, tgt); a language it lacks is refused. `purpose` names the task in the refusal of other
+    models."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     path = modeling.resolve_checkpoint(path)
