@@ -67,7 +67,7 @@ def tokens_of(batch) -> int:
 
 
 def generate_speed(model, tokenizer, sources, beams: int, batch_size: int, bounded: bool = True):
-    """tlab's generation as it ships (translation.* defaults: the batch's output bounded at 1.5 x its longest source
+    """tlab's generation as it ships (seq2seq.* defaults: the batch's output bounded at 1.5 x its longest source
     + 10 tokens, within max_new_tokens 128), or with `bounded=False` max_new_tokens alone, as the Trainer path."""
     from tlab import config
     from tlab.tasks import seq2seq
@@ -103,9 +103,9 @@ def run_tlab(args, work: Path, max_tokens: int = 0) -> dict:
         flags["data.data_dir"] = args.data_dir
     overrides = [f"model.preset={PRESET}", f"model.vocab_size={args.vocab}", "train.lr=1e-3", f"train.warmup={args.warmup}",
                  "train.schedule=inverse_sqrt", "train.weight_decay=0", f"train.batch_size={args.batch_size}",
-                 f"train.max_steps={args.steps}", f"train.eval_every={args.steps}", f"translation.max_tokens={max_tokens}",
-                 "translation.num_beams=1", "translation.label_smoothing=0.1", "train.group_by_length=true",
-                 "train.precision=fp32", f"train.seed={args.seed}", "translation.average_checkpoints=0",
+                 f"train.max_steps={args.steps}", f"train.eval_every={args.steps}", f"seq2seq.max_tokens={max_tokens}",
+                 "seq2seq.num_beams=1", "seq2seq.label_smoothing=0.1", "train.group_by_length=true",
+                 "train.precision=fp32", f"train.seed={args.seed}", "seq2seq.average_checkpoints=0",
                  f"train.eval_batch_size={args.eval_batch}", "train.log_every=25"]
     cfg = config.load(flags=flags, overrides=overrides)
     start = time.perf_counter()

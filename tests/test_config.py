@@ -107,3 +107,71 @@ def test_every_shipped_yaml_loads(path):
     assert text.startswith("#") and "tlab " in text.split("\n\n")[0], "YAML must open with the command that uses it"
     cfg = config.load(str(path))
     assert cfg.task
+
+
+# -- the seq2seq options that were translation.* ----------------------------------------------------------------
+OLD_STYLE_RUN = """task: wmt14-en-de
+output_dir: runs/old
+translation:
+  source_lang: en
+  target_lang: de
+  detokenize: auto
+  source_prefix: null
+  max_source_length: 64
+  max_target_length: 64
+  label_smoothing: 0.1
+  max_tokens: 0
+  num_beams: 2
+  length_penalty: 1.0
+  max_new_tokens: 32
+  max_length_a: 1.5
+  max_length_b: 10
+  average_checkpoints: 0
+  warm_start: false
+"""
+
+
+def test_old_style_translation_keys_load_into_seq2seq(tmp_path):
+    # a run directory written before the seq2seq section existed: every moved key is read from translation.*
+    old = tmp_path / "config.yaml"
+    old.write_text(OLD_STYLE_RUN)
+    for cfg in (config.load(run_config=str(old)), config.load(str(old))):
+        assert cfg.seq2seq.num_beams == 2 and cfg.seq2seq.max_source_length == 64 and cfg.seq2seq.max_new_tokens == 32
+        assert cfg.translation.source_lang == "en" and cfg.translation.target_lang == "de"
+        assert cfg.translation == config.TranslationConfig(source_lang="en", target_lang="de")
+    # what is written now has the new section, and reads back the same
+    text = config.to_yaml(config.load(run_config=str(old)))
+    assert "seq2seq:" in text and "num_beams" not in text.split("translation:")[1]
+    (tmp_path / "new.yaml").write_text(text)
+    assert config.load(str(tmp_path / "new.yaml")) == config.load(run_config=str(old))
+
+
+def test_old_style_overrides_flags_and_defaults_set_seq2seq(tmp_path):
+    cfg = config.load(overrides=["translation.max_tokens=512", "translation.source_lang=fr"])
+    assert cfg.seq2seq.max_tokens == 512 and cfg.translation.source_lang == "fr"
+    cfg = config.load(flags={"translation.num_beams": 3}, defaults={"translation.average_checkpoints": 4})
+    assert cfg.seq2seq.num_beams == 3 and cfg.seq2seq.average_checkpoints == 4
+    assert config.load(overrides=["seq2seq.num_beams=5"]).seq2seq.num_beams == 5
+    # layers keep their precedence whichever name they use; within one layer the new name wins
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("translation:\n  num_beams: 6\n  label_smoothing: 0.2\n")
+    cfg = config.load(str(yaml), overrides=["seq2seq.label_smoothing=0.3"])
+    assert cfg.seq2seq.num_beams == 6 and cfg.seq2seq.label_smoothing == 0.3
+    assert config.load(overrides=["translation.num_beams=7", "seq2seq.num_beams=8"]).seq2seq.num_beams == 8
+    # values are checked under the new name
+    with pytest.raises(TlabError, match="seq2seq.num_beams and max_new_tokens must be >= 1"):
+        config.load(overrides=["translation.num_beams=0"])
+    with pytest.raises(TlabError, match="seq2seq.max_tokens"):
+        config.load(overrides=["translation.max_tokens=many"])
+
+
+def test_unknown_translation_and_seq2seq_keys_still_error(tmp_path):
+    for key in ("translation.no_such_key", "seq2seq.no_such_key", "seq2seq.source_lang", "translation.num_beamz"):
+        with pytest.raises(TlabError, match=f"unknown config key '{key}'"):
+            config.load(overrides=[f"{key}=1"])
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("translation:\n  num_beams: 2\n  no_such_key: 1\n")
+    with pytest.raises(TlabError, match="unknown config key 'translation.no_such_key'"):
+        config.load(str(yaml))
+    with pytest.raises(TlabError, match="expected a mapping of seq2seq"):
+        config.load(overrides=["seq2seq=1", "translation.num_beams=2"])

@@ -226,6 +226,38 @@ def test_reload_reproduces_translations_and_eval_gates(reverse_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_written_with_translation_keys_evaluates_and_predicts_as_it_was_trained(reverse_run, tmp_path):
+    """Runs written before the seq2seq section existed keep num_beams etc. under translation: in their config.yaml,
+    in `tlab predict --set translation.num_beams=1`; both are read as the seq2seq options."""
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from tlab.cli import app
+    from tlab.tasks.translation import Translator
+
+    run, data, result = reverse_run
+    old = tmp_path / "old-run"
+    shutil.copytree(run / "model", old / "model")
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    written["translation"].update(written.pop("seq2seq"))  # the config.yaml the previous version wrote
+    (old / "config.yaml").write_text(yaml.safe_dump(written))
+    assert "seq2seq" not in (old / "config.yaml").read_text() and "num_beams: 1" in (old / "config.yaml").read_text()
+    translator = Translator.for_model(str(old))
+    assert translator.options == Translator.for_model(str(run)).options
+    assert translator.options["num_beams"] == 1 and translator.options["max_new_tokens"] == 24
+    assert Translator.for_model(str(old), overrides=["translation.num_beams=2"]).options["num_beams"] == 2
+    sources = (data / "valid.src").read_text().splitlines()[:8]
+    predicted = CliRunner().invoke(app, ["predict", "--model", str(old), "--set", "translation.num_beams=1", *sources])
+    assert predicted.exit_code == 0, predicted.output
+    assert predicted.output.splitlines() == (run / "translations.tgt").read_text().splitlines()[:8]
+    scored = CliRunner().invoke(app, ["eval", "--model", str(old), "--output", str(tmp_path / "r.json")])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]["bleu"] == pytest.approx(result["final"]["bleu"])
+
+
+@pytest.mark.slow
 def test_beam_one_is_greedy_and_batched_generation_keeps_order(reverse_run):
     from tlab.tasks.translation import Translator
 

@@ -229,8 +229,53 @@ class QAConfig:
 
 
 @dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Sequence-to-sequence models (the translation tasks): lengths, the loss, batches, generation, averaging."""
+
+    source_prefix: Optional[str] = None
+    """Text put before every source sequence; T5 needs its task prefix ("translate English to German: "), which is
+    taken from the model's config when not given."""
+    max_source_length: int = 128
+    """Source tokens kept per sequence (longer ones are truncated)."""
+    max_target_length: int = 128
+    """Target tokens kept per sequence for training."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy (0 = off)."""
+    max_tokens: int = 0
+    """Token-budget batches (fairseq's --max-tokens): pairs of similar length fill a batch up to this many
+    padded tokens per side; 0 = train.batch_size pairs a batch, length-grouped."""
+    num_beams: int = 4
+    """Beam size for evaluation and prediction (1 = greedy)."""
+    length_penalty: float = 1.0
+    """Beam score = log-probability / length**length_penalty (> 1 favours longer outputs)."""
+    max_new_tokens: int = 128
+    """Longest generated output sequence, in tokens."""
+    max_length_a: float = 1.5
+    """With max_length_b, a batch generates at most a x (its longest source, in tokens) + b new tokens (and never
+    more than max_new_tokens), as fairseq's --max-len-a/-b: an output that repeats itself stops there instead of
+    keeping its whole batch decoding to max_new_tokens. 0 = max_new_tokens alone."""
+    max_length_b: int = 10
+    """See max_length_a."""
+    average_checkpoints: int = 0
+    """Average the weights of the last N checkpoints at the end (Vaswani et al.'s recipe; needs
+    train.keep_checkpoints >= N); the average is evaluated and saved when it scores at least as well."""
+
+    def __post_init__(self):
+        _check(self.max_source_length >= 4 and self.max_target_length >= 4,
+               "seq2seq.max_source_length and max_target_length must be at least 4")
+        _check(0 <= self.label_smoothing < 1, "seq2seq.label_smoothing must be in [0, 1)")
+        _check(self.max_tokens >= 0, "seq2seq.max_tokens must be >= 0 (0 = batches of train.batch_size)")
+        _check(self.num_beams >= 1 and self.max_new_tokens >= 1, "seq2seq.num_beams and max_new_tokens must be >= 1")
+        _check(self.max_length_a >= 0 and self.max_length_b >= 1,
+               "seq2seq.max_length_a must be >= 0 (0 = off) and max_length_b >= 1")
+        _check(self.average_checkpoints >= 0 and self.average_checkpoints != 1,
+               "seq2seq.average_checkpoints must be 0 (off) or at least 2")
+
+
+@dataclass(frozen=True)
 class TranslationConfig:
-    """Machine translation (wmt14-en-de, wmt16-en-ro, their reverses, and the generic `translation`)."""
+    """Machine translation (wmt14-en-de, wmt16-en-ro, their reverses, and the generic `translation`); its model,
+    batch and generation options are the `seq2seq` section's."""
 
     source_lang: Optional[str] = None
     """Source language code (the suffix of the files, e.g. en in train.en); set by the WMT tasks."""
@@ -239,48 +284,12 @@ class TranslationConfig:
     detokenize: str = "auto"
     """auto | moses | none: Moses-tokenized files (WMT's, with &apos; escapes) are detokenized and unescaped
     (sacremoses) for training and scoring; auto detects them."""
-    source_prefix: Optional[str] = None
-    """Text put before every source sentence; T5 needs its task prefix ("translate English to German: "), which is
-    taken from the model's config when not given."""
-    max_source_length: int = 128
-    """Source tokens kept per sentence (longer ones are truncated)."""
-    max_target_length: int = 128
-    """Target tokens kept per sentence for training."""
-    label_smoothing: float = 0.1
-    """Label smoothing of the cross-entropy (0 = off)."""
-    max_tokens: int = 0
-    """Token-budget batches (fairseq's --max-tokens): sentences of similar length fill a batch up to this many
-    padded tokens per side; 0 = train.batch_size sentences a batch, length-grouped."""
-    num_beams: int = 4
-    """Beam size for evaluation and prediction (1 = greedy)."""
-    length_penalty: float = 1.0
-    """Beam score = log-probability / length**length_penalty (> 1 favours longer translations)."""
-    max_new_tokens: int = 128
-    """Longest generated translation, in tokens."""
-    max_length_a: float = 1.5
-    """With max_length_b, a batch generates at most a x (its longest source, in tokens) + b new tokens (and never
-    more than max_new_tokens), as fairseq's --max-len-a/-b: a sentence that repeats itself stops there instead of
-    keeping its whole batch decoding to max_new_tokens. 0 = max_new_tokens alone."""
-    max_length_b: int = 10
-    """See max_length_a."""
-    average_checkpoints: int = 0
-    """Average the weights of the last N checkpoints at the end (Vaswani et al.'s recipe; needs
-    train.keep_checkpoints >= N); the average is evaluated and saved when it scores at least as well."""
     warm_start: bool = False
     """Build an encoder-decoder from an encoder-only checkpoint (--model, e.g. a BERT): both halves start from it,
     cross-attention from scratch (EncoderDecoderModel, Rothe et al. 2020)."""
 
     def __post_init__(self):
         _check(self.detokenize in ("auto", "moses", "none"), "translation.detokenize must be auto, moses or none")
-        _check(self.max_source_length >= 4 and self.max_target_length >= 4,
-               "translation.max_source_length and max_target_length must be at least 4")
-        _check(0 <= self.label_smoothing < 1, "translation.label_smoothing must be in [0, 1)")
-        _check(self.max_tokens >= 0, "translation.max_tokens must be >= 0 (0 = batches of train.batch_size)")
-        _check(self.num_beams >= 1 and self.max_new_tokens >= 1, "translation.num_beams and max_new_tokens must be >= 1")
-        _check(self.max_length_a >= 0 and self.max_length_b >= 1,
-               "translation.max_length_a must be >= 0 (0 = off) and max_length_b >= 1")
-        _check(self.average_checkpoints >= 0 and self.average_checkpoints != 1,
-               "translation.average_checkpoints must be 0 (off) or at least 2")
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
 
     def global_batch(self, world_size: int) -> int:
@@ -359,11 +369,11 @@ def load(
         for item in overrides or []:
             if "=" not in item:
                 raise TlabError(f"override {item!r} is not of the form key=value (e.g. train.lr=3e-5)")
-            _check_key(item.split("=", 1)[0])
+            _check_key(_moved_key(item.split("=", 1)[0]))
         layers.append(OmegaConf.from_dotlist(list(overrides or [])))
         for layer in layers:
             _check_sections(layer)
-            merged = OmegaConf.merge(merged, layer)
+            merged = OmegaConf.merge(merged, _move_keys(layer))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise TlabError(_explain(exc)) from None
@@ -373,6 +383,39 @@ def load(
         if exc.__class__.__name__ in ("ScannerError", "ParserError", "YAMLError"):
             raise TlabError(f"config file {config_file} is not valid YAML: {str(exc).splitlines()[0]}") from None
         raise
+
+
+# Options that moved from the translation section to seq2seq (their names unchanged): run directories written before
+# keep `translation.num_beams` etc. in their config.yaml, and YAML files, flags and overrides may still say so.
+MOVED_TO_SEQ2SEQ = ("source_prefix", "max_source_length", "max_target_length", "label_smoothing", "max_tokens",
+                    "num_beams", "length_penalty", "max_new_tokens", "max_length_a", "max_length_b",
+                    "average_checkpoints")
+
+
+def _moved_key(dotted: str) -> str:
+    """translation.num_beams -> seq2seq.num_beams (the key's name today); any other key as it is."""
+    section, _, rest = dotted.partition(".")
+    return f"seq2seq.{rest}" if section == "translation" and rest.split(".")[0] in MOVED_TO_SEQ2SEQ else dotted
+
+
+def _move_keys(layer: Any) -> Any:
+    """One layer (a mapping of sections) with the old-style translation.<key> of MOVED_TO_SEQ2SEQ moved to
+    seq2seq.<key>, in place; where a layer gives both, the seq2seq one wins."""
+    from collections.abc import Mapping
+
+    old = layer.get("translation") if isinstance(layer, Mapping) else None
+    found = [key for key in MOVED_TO_SEQ2SEQ if isinstance(old, Mapping) and key in old]
+    if not found:
+        return layer
+    moved = {key: old.pop(key) for key in found}
+    new = layer.get("seq2seq")
+    if isinstance(new, Mapping):
+        for key, value in moved.items():
+            if key not in new:
+                new[key] = value
+    elif new is None:
+        layer["seq2seq"] = moved
+    return layer  # seq2seq given a plain value: _check_sections has refused it already
 
 
 def _check_key(dotted: str) -> None:

@@ -15,6 +15,7 @@ from tlab.errors import TlabError
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 GPT_EOS = "<|endoftext|>"
+SEQ2SEQ_SPECIALS = ["<pad>", "</s>", "<unk>"]
 
 def resolve_checkpoint(name: str) -> str:
     """A tlab run directory means its model/; local directories must exist; anything else is a Hub id."""
@@ -38,8 +39,6 @@ def train_tokenizer(texts: Callable[[], Iterable[str]], objective: str, vocab_si
     path = cache_dir("tokenizers") / key
     if not (path / "tokenizer.json").is_file():
         if objective == "seq2seq":  # one vocabulary for both sides of a bitext (translation)
-            from tlab.tasks.seq2seq import train_shared_bpe
-
             fast = train_shared_bpe(texts(), vocab_size)
         else:
             fast = _train_wordpiece(texts, vocab_size) if objective == "mlm" else _train_bpe(texts(), vocab_size)
@@ -100,6 +99,24 @@ def _train_bpe(texts, vocab_size):
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=GPT_EOS, eos_token=GPT_EOS, unk_token=GPT_EOS,
                                    pad_token=GPT_EOS, model_max_length=presets.GPT_POSITIONS)
+
+
+def train_shared_bpe(texts: Iterable[str], vocab_size: int):
+    """One BPE vocabulary for both sides of a sequence-to-sequence pair (so names and numbers are the same tokens on
+    both sides and the embeddings can be tied), SentencePiece-style word boundaries so decoding gives back raw text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SEQ2SEQ_SPECIALS,
+                                                       limit_alphabet=500))
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=1024)
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

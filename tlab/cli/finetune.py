@@ -73,8 +73,8 @@ def finetune(
                       "data.max_length": max_length, "model.freeze": freeze, "model.lora_r": lora_r,
                       "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience,
                       "translation.source_lang": source_lang, "translation.target_lang": target_lang,
-                      "translation.warm_start": warm_start, "translation.max_tokens": max_tokens,
-                      "translation.num_beams": num_beams})
+                      "translation.warm_start": warm_start, "seq2seq.max_tokens": max_tokens,
+                      "seq2seq.num_beams": num_beams})
         if task is not None:
             from tlab.tasks import info
 

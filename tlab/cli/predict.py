@@ -31,7 +31,7 @@ def predict(
     context: Annotated[Optional[str], typer.Option("--context", help="Question answering: the text holding the answer.")] = None,
     task: o.Task = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 64,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Translation: a config override key=value, e.g. translation.num_beams=1 (repeatable).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Translation: a config override key=value, e.g. seq2seq.num_beams=1 (repeatable).")] = None,
 ) -> None:
     """Print label, probability and text for each input (score and text for regression models); for a question
     answering model, answer, character span in the context and score ("no answer" when a v2 model abstains); for a

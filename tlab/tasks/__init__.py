@@ -36,9 +36,9 @@ FAMILIES: dict[str, Family] = {
         # token-budget batches, a high inverse-sqrt learning rate, many short epochs, the last checkpoints averaged)
         from_scratch_defaults={"model.preset": "transformer-small", "model.vocab_size": 4000, "train.lr": 1e-3,
                                "train.epochs": 16.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
-                               "train.weight_decay": 0.0, "translation.max_tokens": 4096, "train.eval_every": 300,
+                               "train.weight_decay": 0.0, "seq2seq.max_tokens": 4096, "train.eval_every": 300,
                                "train.save_every": 100, "train.keep_checkpoints": 5,
-                               "translation.average_checkpoints": 5, "data.max_eval_samples": 500},
+                               "seq2seq.average_checkpoints": 5, "data.max_eval_samples": 500},
         detects=_is_seq2seq),
     "qa": Family("qa", "tlab.tasks.squad", "AutoModelForQuestionAnswering", "question-answering", "QUESTION_ANS", "qa",
                  # the windows of one paragraph's questions have almost one length: bucketed, they spread over batches

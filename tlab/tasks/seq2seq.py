@@ -1,4 +1,4 @@
-"""Sequence-to-sequence models for translation: Transformer presets built from scratch (Marian architecture: the
+"""Sequence-to-sequence models (used by translation): Transformer presets built from scratch (Marian architecture: the
 paper's post-norm encoder-decoder, sinusoidal positions, one vocabulary shared by both sides and tied embeddings),
 pretrained checkpoints (Marian, T5, BART, mBART) with the checks each needs, encoder-decoders warm-started from an
 encoder (Rothe et al. 2020), and the pieces the loop and the evaluation use: collation, a label-smoothed loss,
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,33 +25,14 @@ PRESETS = {
     "transformer-medium": (6, 256, 4, 1024, 0.3),
     "transformer-base": (6, 512, 8, 2048, 0.1),
 }
-SPECIALS = ["<pad>", "</s>", "<unk>"]
 # mBART's language codes (mbart-large-cc25 / mbart-50) for the WMT languages and a few more
 MBART_CODES = {"en": "en_XX", "de": "de_DE", "ro": "ro_RO", "fr": "fr_XX", "es": "es_XX", "it": "it_IT", "cs": "cs_CZ",
                "ru": "ru_RU", "zh": "zh_CN", "ja": "ja_XX", "fi": "fi_FI", "tr": "tr_TR", "et": "et_EE", "lv": "lv_LV"}
 LANGUAGE_NAMES = {"en": "English", "de": "German", "ro": "Romanian", "fr": "French"}
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 # -- tokenizer and models from scratch --------------------------------------------------------------------------
-def train_shared_bpe(texts: Iterable[str], vocab_size: int):
-    """One BPE vocabulary for both languages (so names and numbers are the same tokens on both sides and the
-    embeddings can be tied), SentencePiece-style word boundaries so decoding gives back raw text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, limit_alphabet=500))
-    eos = tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=1024)
+train_shared_bpe = modeling.train_shared_bpe  # the shared BPE lives with the other tokenizers
 
 
 def shared_tokenizer(sources: Sequence[str], targets: Sequence[str], vocab_size: int):
@@ -69,7 +50,7 @@ def from_preset(preset: str, tokenizer, overrides: dict, max_length: int):
     from transformers import MarianConfig, MarianMTModel
 
     if preset not in PRESETS:
-        raise TlabError(f"unknown translation preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise TlabError(f"unknown sequence-to-sequence preset {preset!r} (known: {', '.join(PRESETS)})")
     layers, d_model, heads, ffn, dropout = PRESETS[preset]
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     kwargs = dict(vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
@@ -83,7 +64,8 @@ def from_preset(preset: str, tokenizer, overrides: dict, max_length: int):
     try:
         config = MarianConfig(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise TlabError(f"invalid model.overrides for the translation preset: {str(exc).splitlines()[0][:240]}") from None
+        raise TlabError("invalid model.overrides for the sequence-to-sequence preset: "
+                        f"{str(exc).splitlines()[0][:240]}") from None
     modeling.check_heads(config, "marian")
     model = MarianMTModel(config)
     set_generation_ids(model, decoder_start=pad, eos=eos, pad=pad)
@@ -112,9 +94,12 @@ def kind_of(config) -> str:
     return "encoder-only"
 
 
-def load(path: str, cfg, src: str, tgt: str, for_training: bool, log):
-    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with translation.warm_start an
-    encoder-decoder built from an encoder. mBART gets its language codes; a language it lacks is refused."""
+def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encoder: Optional[bool] = None,
+         purpose: str = "translation"):
+    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (the translation
+    task's translation.warm_start when not given) an encoder-decoder warm-started from an encoder. mBART gets its
+    language codes (src, tgt); a language it lacks is refused. `purpose` names the task in the refusal of other
+    models."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     path = modeling.resolve_checkpoint(path)
@@ -124,7 +109,9 @@ def load(path: str, cfg, src: str, tgt: str, for_training: bool, log):
         raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
     kind = kind_of(config)
     tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
-    if cfg.translation.warm_start and for_training:
+    if from_encoder is None:  # callers that pass a translation run's config only
+        from_encoder = cfg.translation.warm_start
+    if from_encoder and for_training:
         if kind != "encoder-only":
             raise TlabError(f"translation.warm_start builds an encoder-decoder from an encoder; {path} is already "
                             f"{'an' if kind[0] == 'e' else 'a'} {kind} model ({config.model_type})")
@@ -133,9 +120,9 @@ def load(path: str, cfg, src: str, tgt: str, for_training: bool, log):
         hint = ("pass --warm-start (translation.warm_start=true) to build an encoder-decoder from it (Rothe et al. "
                 "2020)" if kind == "encoder-only" else "use an encoder-decoder checkpoint (Marian, T5, BART, mBART), or "
                 "an encoder with --warm-start")
-        raise TlabError(f"{path} is a {kind} model ({config.model_type}); translation needs an encoder-decoder: {hint}")
+        raise TlabError(f"{path} is a {kind} model ({config.model_type}); {purpose} needs an encoder-decoder: {hint}")
     model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, cfg.model.trust_remote_code,
-                                     trained_only=None if for_training else "translation model")
+                                     trained_only=None if for_training else f"{purpose} model")
     if config.model_type in ("mbart", "m2m_100", "nllb-moe"):
         set_language_codes(model, tokenizer, src, tgt, path)
     return model, tokenizer
@@ -191,7 +178,7 @@ def warn_if_lossy(tokenizer, targets: Sequence[str], path: str, log) -> None:
 def source_prefix(model, cfg, src: str, tgt: str, log) -> str:
     """The text put before each source: the user's, or T5's own task prefix from its config; T5 without one is
     warned about (it then scores near zero)."""
-    given = cfg.translation.source_prefix
+    given = cfg.seq2seq.source_prefix
     if given is not None or getattr(model.config, "model_type", "") not in ("t5", "mt5", "umt5"):
         return given or ""
     params = (getattr(model.config, "task_specific_params", None) or {}).get(f"translation_{src}_to_{tgt}") or {}
@@ -200,7 +187,7 @@ def source_prefix(model, cfg, src: str, tgt: str, log) -> str:
         return params["prefix"]
     example = f"translate {LANGUAGE_NAMES.get(src, src)} to {LANGUAGE_NAMES.get(tgt, tgt)}: "
     log(f"warning: T5 without a task prefix scores near zero; its config names none for {src}->{tgt}: pass "
-        f"translation.source_prefix='{example}' (the form T5 was trained with)")
+        f"seq2seq.source_prefix='{example}' (the form T5 was trained with)")
     return ""
 
 
@@ -287,7 +274,7 @@ def output_layer(model) -> Optional[torch.nn.Module]:
 
 
 def count_tokens(batch) -> torch.Tensor:
-    """Real (unpadded) tokens on both sides: what a translation step processes."""
+    """Real (unpadded) tokens on both sides: what a sequence-to-sequence step processes."""
     return batch["attention_mask"].sum() + (batch["labels"] != -100).sum()
 
 
@@ -301,7 +288,7 @@ class TokenBatches(torch.utils.data.Sampler):
         src, tgt = np.asarray(source_lengths), np.asarray(target_lengths)
         longest = np.maximum(src, tgt)
         if longest.max(initial=0) > max_tokens:
-            raise TlabError(f"translation.max_tokens {max_tokens} is below the longest pair ({int(longest.max())} "
+            raise TlabError(f"seq2seq.max_tokens {max_tokens} is below the longest pair ({int(longest.max())} "
                             "tokens): raise it")
         # by the longer side, then the shorter: a batch's padding on both sides stays small (sorting by the source
         # alone left half of the target positions padding)
@@ -336,7 +323,7 @@ class TokenBatches(torch.utils.data.Sampler):
 
 # -- generation -------------------------------------------------------------------------------------------------
 def generation_options(cfg) -> dict:
-    t = cfg.translation
+    t = cfg.seq2seq
     return {"num_beams": t.num_beams, "length_penalty": t.length_penalty, "max_new_tokens": t.max_new_tokens,
             "early_stopping": True if t.num_beams > 1 else False, "do_sample": False,
             "max_length_a": t.max_length_a, "max_length_b": t.max_length_b}

@@ -19,33 +19,34 @@ MAIN_METRIC = "bleu"
 
 
 def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
-    t = cfg.translation
+    t, s = cfg.translation, cfg.seq2seq
     src, tgt = translation_data.languages(cfg.task, t.source_lang, t.target_lang)
     if not train and not cfg.model.name_or_path:
         raise TlabError("pass --model: a translation run directory or model to evaluate")
     if t.warm_start and not cfg.model.name_or_path:
         raise TlabError("--warm-start builds on an encoder checkpoint: pass --model (e.g. a BERT directory)")
-    if t.average_checkpoints > cfg.train.keep_checkpoints:
-        raise TlabError(f"translation.average_checkpoints {t.average_checkpoints} needs train.keep_checkpoints >= "
-                        f"{t.average_checkpoints} (it is {cfg.train.keep_checkpoints})")
+    if s.average_checkpoints > cfg.train.keep_checkpoints:
+        raise TlabError(f"seq2seq.average_checkpoints {s.average_checkpoints} needs train.keep_checkpoints >= "
+                        f"{s.average_checkpoints} (it is {cfg.train.keep_checkpoints})")
     with accelerator.main_process_first():
         train_ds, valid_ds, notes = translation_data.load(cfg, src, tgt, train, log)
         if cfg.model.name_or_path:
-            model, tokenizer = seq2seq.load(cfg.model.name_or_path, cfg, src, tgt, train, log)
+            model, tokenizer = seq2seq.load(cfg.model.name_or_path, cfg, src, tgt, train, log,
+                                            from_encoder=t.warm_start, purpose="translation")
         else:
             tokenizer = seq2seq.shared_tokenizer(train_ds["source"], train_ds["target"], cfg.model.vocab_size)
             model = seq2seq.from_preset(cfg.model.preset, tokenizer, cfg.model.overrides,
-                                        max(t.max_source_length, t.max_target_length, t.max_new_tokens))
+                                        max(s.max_source_length, s.max_target_length, s.max_new_tokens))
             notes["preset"] = cfg.model.preset
         prefix = seq2seq.source_prefix(model, cfg, src, tgt, log)
         if cfg.model.name_or_path:
             seq2seq.warn_if_lossy(tokenizer, list(valid_ds["target"][:200]), cfg.model.name_or_path, log)
         start = model.generation_config.decoder_start_token_id
-        options = {"tokenizer": tokenizer, "prefix": prefix, "max_source": t.max_source_length, "decoder_start": start}
+        options = {"tokenizer": tokenizer, "prefix": prefix, "max_source": s.max_source_length, "decoder_start": start}
         train_feats = None
         if train_ds is not None:
             train_feats = train_ds.map(seq2seq.tokenize, batched=True, remove_columns=train_ds.column_names,
-                                       fn_kwargs={**options, "max_target": t.max_target_length}, desc="tokenizing")
+                                       fn_kwargs={**options, "max_target": s.max_target_length}, desc="tokenizing")
         # generation batches of similar length, longest first; "index" puts the translations back in file order
         valid_ds = valid_ds.add_column("index", list(range(len(valid_ds))))
         order = sorted(range(len(valid_ds)), key=lambda i: -len(valid_ds[i]["source"]))
@@ -76,25 +77,25 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         greater_is_better=True,
         artifacts=artifacts,
         count_tokens=seq2seq.count_tokens,
-        loss=seq2seq.label_smoothed_loss(t.label_smoothing),
-        finish=(lambda m, run, acc, loaders, final: average(m, run, acc, loaders, final, t.average_checkpoints, scores, log))
-        if t.average_checkpoints else None,
+        loss=seq2seq.label_smoothed_loss(s.label_smoothing),
+        finish=(lambda m, run, acc, loaders, final: average(m, run, acc, loaders, final, s.average_checkpoints, scores, log))
+        if s.average_checkpoints else None,
     )
     summary = {"source_lang": src, "target_lang": tgt, "train_examples": 0 if train_ds is None else len(train_ds),
                "validation_examples": len(valid_ds), "vocab_size": len(tokenizer), **notes,
-               **({"max_tokens": t.max_tokens} if t.max_tokens and world == 1 else {}),
+               **({"max_tokens": s.max_tokens} if s.max_tokens and world == 1 else {}),
                **({"source_prefix": prefix} if prefix else {})}
     return job, tokenizer, summary
 
 
 def _batches(cfg: RunConfig, feats, world: int, log):
     sources = [len(ids) for ids in feats["input_ids"]]
-    if cfg.translation.max_tokens and world > 1:
-        log(f"token-budget batches (translation.max_tokens) are single-process for now: with {world} processes, "
+    if cfg.seq2seq.max_tokens and world > 1:
+        log(f"token-budget batches (seq2seq.max_tokens) are single-process for now: with {world} processes, "
             f"batches of train.batch_size {cfg.train.batch_size} sentences per process, length-grouped")
-    elif cfg.translation.max_tokens:
+    elif cfg.seq2seq.max_tokens:
         targets = [len(ids) for ids in feats["labels"]]
-        return seq2seq.TokenBatches(sources, targets, cfg.translation.max_tokens, cfg.train.seed)
+        return seq2seq.TokenBatches(sources, targets, cfg.seq2seq.max_tokens, cfg.train.seed)
     return data.EpochBatches(len(feats), cfg.train.batch_size * world, cfg.train.seed,
                              lengths=sources if cfg.train.group_by_length else None)
 
@@ -183,7 +184,7 @@ class Translator:
         if getattr(self.model.config, "model_type", "") in ("mbart", "m2m_100", "nllb-moe") and src:
             seq2seq.set_language_codes(self.model, self.tokenizer, src, tgt, path)
         self.prefix = seq2seq.source_prefix(self.model, cfg, src, tgt, lambda _m: None)
-        self.max_source = t.max_source_length
+        self.max_source = cfg.seq2seq.max_source_length
         self.options = seq2seq.generation_options(cfg)
         forced = getattr(self.model.generation_config, "forced_bos_token_id", None)
         if forced:
