@@ -58,7 +58,8 @@ def load_pairs(args):
     if args.data_dir:
         flags["data.data_dir"] = args.data_dir
     cfg = config.load(flags=flags)
-    train, valid, _notes = translation_data.load(cfg, "en", "de", True, lambda m: None)
+    hub = ("wmt/wmt14", "de-en")  # without --data-dir: the Hub's wmt14 de-en
+    train, valid, _notes = translation_data.load(cfg, "en", "de", True, lambda m: None, hub)
     return train, valid
 
 

@@ -9,18 +9,27 @@ from typing import Any, Optional
 
 import torch
 
-from tlab import data, finetuning, modeling
+from tlab import finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import seq2seq, translation_data
-from tlab.train import Job
+from tlab.tasks import scaffold, seq2seq, translation_data
+from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
-MAIN_METRIC = "bleu"
+MAIN_METRIC = "bleu"  # what checkpoint averaging compares (the registry's main metric of every translation task)
 
 
-def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
+def _languages(info: TaskInfo, cfg: RunConfig) -> tuple[str, str]:
+    t = cfg.translation
+    return translation_data.languages(info.name, info.params.get("languages"), t.source_lang, t.target_lang)
+
+
+def _hub(info: TaskInfo) -> Optional[tuple[str, str]]:
+    return (info.params["hub"], info.params["hub_config"]) if "hub" in info.params else None
+
+
+def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
     t, s = cfg.translation, cfg.seq2seq
-    src, tgt = translation_data.languages(cfg.task, t.source_lang, t.target_lang)
+    src, tgt = _languages(info, cfg)
     if not train and not cfg.model.name_or_path:
         raise TlabError("pass --model: a translation run directory or model to evaluate")
     if t.warm_start and not cfg.model.name_or_path:
@@ -29,7 +38,7 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
         raise TlabError(f"seq2seq.average_checkpoints {s.average_checkpoints} needs train.keep_checkpoints >= "
                         f"{s.average_checkpoints} (it is {cfg.train.keep_checkpoints})")
     with accelerator.main_process_first():
-        train_ds, valid_ds, notes = translation_data.load(cfg, src, tgt, train, log)
+        train_ds, valid_ds, notes = translation_data.load(cfg, src, tgt, train, log, _hub(info))
         if cfg.model.name_or_path:
             model, tokenizer = seq2seq.load(cfg.model.name_or_path, cfg, src, tgt, train, log,
                                             from_encoder=t.warm_start, purpose="translation")
@@ -54,12 +63,11 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
             lambda rows: {**seq2seq.tokenize(rows, max_target=None, **options), "index": rows["index"]},
             batched=True, remove_columns=valid_ds.column_names, desc="tokenizing")
     if train:
-        model = finetuning.adapt(model, cfg.model, log, peft_task_type="SEQ_2_SEQ_LM")
+        model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     world = accelerator.num_processes
     pad = tokenizer.pad_token_id
     collate = seq2seq.Seq2SeqCollator(pad, start)
-    eval_loaders = {"validation": torch.utils.data.DataLoader(valid_feats.with_format("python"),
-                                                              batch_size=cfg.train.eval_batch() * world, collate_fn=collate)}
+    eval_loaders = scaffold.eval_loaders({"validation": valid_feats}, cfg, world, collate)
     artifacts: dict[str, Any] = {}
     gen = {**seq2seq.generation_options(cfg), **({"forced_bos_token_id": model.generation_config.forced_bos_token_id}
                                                  if getattr(model.generation_config, "forced_bos_token_id", None) else {})}
@@ -69,12 +77,12 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
     job = Job(
         model=model,
         train_data=train_feats.with_format("python") if train_feats is not None else None,
-        train_batches=_batches(cfg, train_feats, world, log) if train_feats is not None else None,
+        train_batches=_batches(info, cfg, train_feats, world, log) if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=scores,
-        main_metric=MAIN_METRIC,
-        greater_is_better=True,
+        main_metric=info.main_metric,
+        greater_is_better=info.greater_is_better,
         artifacts=artifacts,
         count_tokens=seq2seq.count_tokens,
         loss=seq2seq.label_smoothed_loss(s.label_smoothing),
@@ -85,10 +93,10 @@ def prepare(cfg: RunConfig, accelerator, log, train: bool = True):
                "validation_examples": len(valid_ds), "vocab_size": len(tokenizer), **notes,
                **({"max_tokens": s.max_tokens} if s.max_tokens and world == 1 else {}),
                **({"source_prefix": prefix} if prefix else {})}
-    return job, tokenizer, summary
+    return Prepared(job, tokenizer, summary)
 
 
-def _batches(cfg: RunConfig, feats, world: int, log):
+def _batches(info: TaskInfo, cfg: RunConfig, feats, world: int, log):
     sources = [len(ids) for ids in feats["input_ids"]]
     if cfg.seq2seq.max_tokens and world > 1:
         log(f"token-budget batches (seq2seq.max_tokens) are single-process for now: with {world} processes, "
@@ -96,8 +104,7 @@ def _batches(cfg: RunConfig, feats, world: int, log):
     elif cfg.seq2seq.max_tokens:
         targets = [len(ids) for ids in feats["labels"]]
         return seq2seq.TokenBatches(sources, targets, cfg.seq2seq.max_tokens, cfg.train.seed)
-    return data.EpochBatches(len(feats), cfg.train.batch_size * world, cfg.train.seed,
-                             lengths=sources if cfg.train.group_by_length else None)
+    return scaffold.train_batches(info, cfg, len(feats), world, sources)
 
 
 def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: str, artifacts: dict) -> dict:
@@ -125,7 +132,7 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: s
         references = list(examples["target"])
         bleu = metrics.load("sacrebleu").compute(predictions=hypotheses, references=references)
         chrf = metrics.load("chrf").compute(predictions=hypotheses, references=references)
-        suffix = "" if len(loaders) == 1 else f"_{split}"
+        suffix = scaffold.suffix(split, list(loaders))
         results.update({f"bleu{suffix}": round(bleu["bleu"], 4), f"chrf{suffix}": round(chrf["chrf"], 4),
                         f"examples{suffix}": len(hypotheses), f"bleu_signature{suffix}": bleu["signature"],
                         f"chrf_signature{suffix}": chrf["signature"]})
@@ -179,8 +186,10 @@ class Translator:
         path = modeling.resolve_checkpoint(model_path)
         self.model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, trained_only="translation model").eval()
         self.tokenizer = modeling.load_tokenizer(path)
-        t = cfg.translation
-        src, tgt = translation_data.languages(cfg.task, t.source_lang, t.target_lang) if cfg.task != "sst2" else ("", "")
+        from tlab import tasks
+
+        known = tasks.info(cfg.task)
+        src, tgt = _languages(known, cfg) if "languages" in known.params else ("", "")  # else: not a translation run
         if getattr(self.model.config, "model_type", "") in ("mbart", "m2m_100", "nllb-moe") and src:
             seq2seq.set_language_codes(self.model, self.tokenizer, src, tgt, path)
         self.prefix = seq2seq.source_prefix(self.model, cfg, src, tgt, lambda _m: None)
@@ -193,16 +202,31 @@ class Translator:
     @classmethod
     def for_model(cls, model: str, task: Optional[str] = None, overrides: Optional[list[str]] = None) -> "Translator":
         """Options (languages, prefix, beams) from the run's config.yaml when `model` is a tlab run."""
-        from tlab import config, outputs
-        from tlab.pipeline import quiet_libraries
+        from tlab import outputs
+        from tlab.runtime import quiet_libraries
 
         quiet_libraries()
-        run_config = outputs.run_config_of(model)
-        cfg = config.load(flags={"task": task}, overrides=overrides, run_config=run_config)
-        if not run_config and not task:
+        cfg = scaffold.run_config(model, task, overrides)
+        if not outputs.run_config_of(model) and not task:
             raise TlabError("pass --task (e.g. wmt14-en-de) for a model that is not a tlab run directory")
         return cls(model, cfg)
 
     def __call__(self, sentences: list[str], batch_size: int = 32) -> list[str]:
         return seq2seq.translate(self.model, self.tokenizer, sentences, self.prefix, self.max_source, batch_size,
                                  self.options)
+
+
+def predict(request: PredictRequest, echo) -> None:
+    """One translation per line, in input order: texts as arguments, or one sentence per stdin line (empty lines
+    stay empty, so the output lines up with the input)."""
+    lines = list(request.texts) if request.texts else request.stdin().split("\n")
+    if not request.texts and lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.rstrip("\r") for line in lines]
+    if not any(line.strip() for line in lines):
+        raise TlabError("no text to translate: give sentences as arguments or lines on stdin")
+    translator = Translator.for_model(request.model, request.task, request.overrides)
+    wanted = [i for i, line in enumerate(lines) if line.strip()]
+    done = dict(zip(wanted, translator([lines[i] for i in wanted], request.batch_size)))
+    for i in range(len(lines)):
+        echo(done.get(i, ""))

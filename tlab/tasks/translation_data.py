@@ -30,10 +30,12 @@ _MOSES_ESCAPES = re.compile(r"&(apos|quot|amp|lt|gt|#124|#91|#93);")
 _SPACED_PUNCT = re.compile(r"\w \.$| , \w| &apos;s ")
 
 
-def languages(task: str, source_lang: Optional[str], target_lang: Optional[str]) -> tuple[str, str]:
-    """(source, target) language codes: the WMT task's, which flags may not contradict, or the generic task's."""
-    if task in WMT_TASKS:
-        _hub, _config, src, tgt = WMT_TASKS[task]
+def languages(task: str, fixed: Optional[tuple[str, str]], source_lang: Optional[str],
+              target_lang: Optional[str]) -> tuple[str, str]:
+    """(source, target) language codes: a WMT task's own (`fixed`), which flags may not contradict, or the
+    generic task's from the flags."""
+    if fixed:
+        src, tgt = fixed
         for given, own, which in ((source_lang, src, "source"), (target_lang, tgt, "target")):
             if given and given != own:
                 raise TlabError(f"task {task} translates {src} -> {tgt}; --{which}-lang {given} contradicts it "
@@ -173,12 +175,13 @@ def _dataset(rows: list[dict]):
                                                                          "line": datasets.Value("int32")}))
 
 
-def load_hub(task: str, split: str, src: str, tgt: str):
+def load_hub(hub: Optional[tuple[str, str]], split: str, src: str, tgt: str):
+    """A split of a Hub translation dataset, `hub` = (dataset id, config); None: the task has none."""
     import datasets
 
-    if task not in WMT_TASKS:
+    if not hub:
         raise TlabError("--task translation reads local files: give --data-dir (train.xx/valid.xx) or --train-file")
-    name, config, _s, _t = WMT_TASKS[task]
+    name, config = hub
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:  # offline, DNS, missing cache: all end the same way for the user
@@ -187,7 +190,7 @@ def load_hub(task: str, split: str, src: str, tgt: str):
     return [{"source": p[src], "target": p[tgt], "line": n} for n, p in enumerate(ds["translation"], 1)]
 
 
-def load(cfg, src: str, tgt: str, train: bool, log) -> tuple:
+def load(cfg, src: str, tgt: str, train: bool, log, hub: Optional[tuple[str, str]] = None) -> tuple:
     """(training Dataset or None, validation Dataset, notes): from --train-file/--validation-file, --data-dir, or
     the Hub; detokenized when the files are Moses-tokenized (translation.detokenize auto|moses|none)."""
     d, t = cfg.data, cfg.translation
@@ -215,7 +218,7 @@ def load(cfg, src: str, tgt: str, train: bool, log) -> tuple:
             if kind == "pair":
                 return read_line_pair(*where), f"{where[0]} + {where[1]}"
             return read_files(list(where), src, tgt), ", ".join(where)
-        return load_hub(cfg.task, split, src, tgt), f"{WMT_TASKS.get(cfg.task, ('the Hub',))[0]} {split}"
+        return load_hub(hub, split, src, tgt), f"{hub[0] if hub else 'the Hub'} {split}"
 
     notes: dict = {}
     splits = {"validation": rows_of("validation")}
