@@ -33,7 +33,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +116,6 @@ def run_tlab(model: str, data_dir: Path, out: Path, precision: str, args, extra:
 
 
 def run_trainer(model_dir: str, data_dir: Path, out: Path, mode: str, bf16: bool, limit: int | None, args) -> dict:
-    import datasets
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, default_data_collator)
 

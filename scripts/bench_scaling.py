@@ -317,7 +317,7 @@ def report(opts, cpu: dict | None, gpu: dict | None) -> str:
             lines.append(f"| {r['label']} | {shown} | {r['per_device_batch']} x {r['seq']} | "
                          f"{fmt(r['steady_tokens_per_s'])} ({fmt(r['tokens_per_s'])}) | {achieved:.1f} | {sheet} | "
                          f"{achieved / gpu['measured'][key]:.1%} |")
-        for label, seq, args in gpu["jobs"]:
+        for label, _seq, args in gpu["jobs"]:
             rows = [r for r in gpu["rows"] if r["label"] == label and r.get("flops")]
             if rows:
                 f = rows[0]["flops"]

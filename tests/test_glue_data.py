@@ -11,7 +11,6 @@ import datasets
 import pytest
 
 from tlab.errors import TlabError
-from tlab.tasks import glue_data
 from tlab.tasks.glue_data import (GLUE_TASKS, available_splits, get_spec, load_custom_file, load_glue_hub,
                                   load_glue_split, resolve_task_dir)
 
@@ -146,7 +145,7 @@ def test_missing_split_file_names_file_and_flag():
 # --- bad files --------------------------------------------------------------------------------------------
 
 def test_unknown_label_names_value_file_and_line(tmp_path):
-    path = write(tmp_path / "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
+    write(tmp_path / "train.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n")
     with pytest.raises(TlabError, match=r"unknown label 'maybe' in .*train\.tsv line 3; expected one of entailment"):
         load_glue_split(get_spec("rte"), tmp_path, "train")
 
@@ -190,7 +189,9 @@ def test_blank_lines_and_crlf_are_tolerated(tmp_path):
 def test_mnli_layout(tmp_path):
     cols = "index promptID pairID genre sentence1_binary_parse sentence2_binary_parse sentence1_parse " \
            "sentence2_parse sentence1 sentence2".split()
-    row = lambda i, lab: "\t".join([str(i), "1", "2", "fiction", "(", "(", "(", "(", f"p{i}", f"h{i}"] + lab)
+    def row(i, lab):
+        return "\t".join([str(i), "1", "2", "fiction", "(", "(", "(", "(", f"p{i}", f"h{i}"] + lab)
+
     write(tmp_path / "MNLI" / "train.tsv", "\t".join(cols + ["label1", "gold_label"]) + "\n" +
           "\n".join(row(i, [lab, lab]) for i, lab in enumerate(["entailment", "neutral", "contradiction"])) + "\n")
     write(tmp_path / "MNLI" / "dev_mismatched.tsv", "\t".join(cols + [f"label{k}" for k in range(1, 6)] +

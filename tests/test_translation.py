@@ -160,7 +160,7 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss():
         torch.manual_seed(0)
         model.eval()  # no dropout: both passes must see the same network
         seen = []
-        probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
+        probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))  # noqa: B023
         fast = seq2seq.label_smoothed_loss(0.1)(model, batch)
         probe.remove()
         assert seen == [(int((batch["labels"] != -100).sum()), 50)], type(model).__name__  # 7 rows, not 2 x 5
@@ -177,7 +177,7 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast_grads, full_grads)), type(model).__name__
         if isinstance(model, MarianMTModel):  # compiled: the plain path (a per-step hook would recompile each step)
             compiled, seen = torch.compile(model, backend="eager"), []
-            probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
+            probe = seq2seq.output_layer(model).register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))  # noqa: B023
             assert torch.allclose(seq2seq.label_smoothed_loss(0.1)(compiled, batch), full.detach(), atol=1e-6)
             probe.remove()
             assert seen == [(2, 5, 50)]

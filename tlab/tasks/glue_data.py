@@ -15,9 +15,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence
 
 from tlab.errors import TlabError
+
+if TYPE_CHECKING:
+    import datasets
 
 _FILES = MappingProxyType({"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"})
 _MNLI_FILES = MappingProxyType({
