@@ -1,5 +1,5 @@
-"""`tlab finetune`: fine-tune a checkpoint on a GLUE task (classification, or regression for STS-B), on SQuAD
-(extractive question answering) or on translation (which can also start from scratch)."""
+"""`tlab finetune`: fine-tune a checkpoint on any task of the registry (`tlab tasks`); the task's family does the
+rest (a family with a from-scratch recipe, such as translation, also trains without --model)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def finetune(
     dry_run: o.DryRun = False,
     overrides: o.Overrides = None,
 ) -> None:
-    """Fine-tune a checkpoint on a GLUE, SQuAD or translation task (translation also from scratch, without
-    --model), evaluate it, keep the best checkpoint and save it.
+    """Fine-tune a checkpoint on a task (see `tlab tasks`: GLUE, SQuAD, translation, ...; translation also from
+    scratch, without --model), evaluate it, keep the best checkpoint and save it.
 
     [dim]Examples:[/dim]
       tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3
