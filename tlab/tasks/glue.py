@@ -11,7 +11,7 @@ from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import glue_data
-from tlab.train import Job
+from tlab.tasks.contract import Job
 
 
 def load_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str, files: Optional[list[str]] = None):

@@ -10,7 +10,7 @@ import torch
 from tlab import data, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.train import Job
+from tlab.tasks.contract import Job
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
 # The embedded default: WikiText-2 (CC BY-SA 3.0), its test part to train on and its validation part to evaluate.

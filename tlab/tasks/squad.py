@@ -13,7 +13,7 @@ from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import extractive_qa as qa
 from tlab.tasks import squad_data
-from tlab.train import Job
+from tlab.tasks.contract import Job
 
 VERSION_2 = {"squad": False, "squad_v2": True}
 MAIN_METRIC = "f1"

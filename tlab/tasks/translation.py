@@ -13,7 +13,7 @@ from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import seq2seq, translation_data
-from tlab.train import Job
+from tlab.tasks.contract import Job
 
 MAIN_METRIC = "bleu"
 
