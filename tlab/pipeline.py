@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tlab import __version__, config, outputs, tasks, trackers
 from tlab.config import RunConfig
-from tlab.runtime import quiet_libraries  # noqa: F401  (also imported from here by task modules, for now)
+from tlab.runtime import quiet_libraries  # task modules still import it from here
 
 
 def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[Sequence[str]] = None) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
     bar = tqdm(total=total, initial=state.step, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
     throughput = Throughput(state, accelerator.num_processes)
     divergence = Divergence(accelerator, tc.max_bad_steps)
-    saver = Saver(accelerator, run, state, scheduler, cfg.train, model, divergence, throughput, injected)
+    saver = Saver(accelerator, run, state, scheduler, tc, model, divergence, throughput, injected)
     last_eval: dict[str, float] = {}
     stop = state.step >= total
     model.train()
