@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from tlab.cli import app
 from tlab.errors import TlabError
-from tlab.train import resolve_precision
+from tlab.runtime import resolve_precision
 
 SHAKESPEARE = Path(__file__).parent / "data" / "corpus" / "tinyshakespeare.txt"  # first 120 KB of Tiny Shakespeare
 TINY_CLM = ["pretrain", "--objective", "clm", "--vocab-size", "500", "--block-size", "64", "--batch-size", "8",

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import lm_config
 from tlab import config, data, pipeline
 from tlab.errors import TlabError
-from tlab.train import STOP_AFTER_ENV
+from tlab.faults import STOP_AFTER_ENV
 
 quiet = dict(echo=lambda message: None)
 AUTO = {"mlm": "AutoModelForMaskedLM", "clm": "AutoModelForCausalLM"}

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tlab import config, outputs, pipeline, train
+from tlab import checkpoints, config, errors, outputs, pipeline, train
 from tlab.cli import app
 from tlab.errors import TlabError
+from tlab.faults import FAULT_ENV
+from tlab.tasks.contract import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import fault_injection as faults  # noqa: E402
@@ -91,13 +93,13 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes_exactly(tmp_path, shakesp
     runner = CliRunner()
     whole = runner.invoke(app, tiny_args(tmp_path / "whole", shakespeare))
     assert whole.exit_code == 0, whole.output
-    monkeypatch.setenv(train.FAULT_ENV, "term-after-step:3")
+    monkeypatch.setenv(FAULT_ENV, "term-after-step:3")
     cut = runner.invoke(app, tiny_args(tmp_path / "cut", shakespeare))
-    assert cut.exit_code == train.PREEMPTED_EXIT == 75, cut.output
+    assert cut.exit_code == errors.PREEMPTED_EXIT == 75, cut.output
     assert "terminated (SIGTERM) at step 3: checkpoint saved; continue with --resume" in cut.output
     assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step-3"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler must be restored after the run"
-    monkeypatch.delenv(train.FAULT_ENV)
+    monkeypatch.delenv(FAULT_ENV)
     resumed = runner.invoke(app, [*tiny_args(tmp_path / "cut", shakespeare), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert faults.differences(tmp_path / "whole" / "model", tmp_path / "cut" / "model") == (0, 0.0)
@@ -144,13 +146,13 @@ def test_a_run_holds_its_lock_while_it_trains(tmp_path, shakespeare, monkeypatch
     from tlab import runlock
 
     seen = []
-    real_save = train._save
+    real_save = checkpoints.save
 
     def save(accelerator, run, *args, **kwargs):
         seen.append(runlock.held_by_another(run.path))  # a second descriptor conflicts even within this process
         return real_save(accelerator, run, *args, **kwargs)
 
-    monkeypatch.setattr(train, "_save", save)
+    monkeypatch.setattr(checkpoints, "save", save)
     pipeline.run(lm_config(tmp_path / "run", shakespeare, "clm", "train.max_steps=2", "train.save_every=1"), **quiet)
     assert seen == [True, True]
     assert not runlock.held_by_another(tmp_path / "run"), "released at the end"
@@ -160,7 +162,7 @@ def test_a_run_holds_its_lock_while_it_trains(tmp_path, shakespeare, monkeypatch
 def test_divergence_stops_with_exit_3_and_saves_nothing_non_finite(tmp_path, shakespeare):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, tiny_args(out, shakespeare, "--save-every", "2", "train.lr=1e6", "train.max_steps=20"))
-    assert result.exit_code == train.DIVERGED_EXIT == 3, result.output
+    assert result.exit_code == errors.DIVERGED_EXIT == 3, result.output
     assert "error: training diverged" in result.output and "Traceback" not in result.output
     assert not (out / "model").exists()
     checkpoints = sorted((out / "checkpoints").glob("step-*")) if out.exists() else []
@@ -173,7 +175,7 @@ def test_divergence_stops_with_exit_3_and_saves_nothing_non_finite(tmp_path, sha
 
 def test_fine_tuning_never_keeps_a_non_finite_best(tmp_path, monkeypatch):
     state = train.FitState()
-    job = train.Job(None, None, None, None, {}, None, "accuracy", True)
+    job = Job(None, None, None, None, {}, None, "accuracy", True)
     state.step = 1
     assert train._track_best(state, {"accuracy": 0.6}, job)
     state.step = 2
@@ -186,8 +188,8 @@ def test_fine_tuning_never_keeps_a_non_finite_best(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_after_max_bad_steps(tmp_path, shakespeare, monkeypatch):
-    monkeypatch.setenv(train.FAULT_ENV, "nan-from-step:3")
-    with pytest.raises(train.Diverged, match=r"not finite for \d+ consecutive steps from step 3|weights are not finite"):
+    monkeypatch.setenv(FAULT_ENV, "nan-from-step:3")
+    with pytest.raises(errors.Diverged, match=r"not finite for \d+ consecutive steps from step 3|weights are not finite"):
         pipeline.run(lm_config(tmp_path / "run", shakespeare, "mlm", "train.max_steps=12", "train.save_every=2",
                                "train.log_every=1", "train.max_bad_steps=2"), **quiet)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
@@ -200,7 +202,7 @@ def test_nan_loss_stops_after_max_bad_steps(tmp_path, shakespeare, monkeypatch):
 def test_planted_pickles_never_run(work, runs):
     results = faults.planted_pickles(work, runs["mlm"])
     files = {r["file"] for r in results}
-    assert {"model.safetensors", "optimizer.bin", "trainer_state.json", train.RNG_FILE.format(0), "random_states_0.pkl",
+    assert {"model.safetensors", "optimizer.bin", "trainer_state.json", checkpoints.RNG_FILE.format(0), "random_states_0.pkl",
             "custom_checkpoint_0.pkl"} <= files
     for r in results:
         assert not r["payload_ran"], r
@@ -209,7 +211,7 @@ def test_planted_pickles_never_run(work, runs):
 
 # -- disk full ---------------------------------------------------------------------------------------------------
 def test_out_of_space_while_saving_names_it_and_keeps_the_previous_checkpoint(tmp_path, shakespeare, monkeypatch):
-    real = train._save_rng
+    real = checkpoints.save_rng
 
     def full_disk(directory, rank):
         if directory.name == ".step-4.tmp":
@@ -217,12 +219,12 @@ def test_out_of_space_while_saving_names_it_and_keeps_the_previous_checkpoint(tm
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(directory, rank)
 
-    monkeypatch.setattr(train, "_save_rng", full_disk)
+    monkeypatch.setattr(checkpoints, "save_rng", full_disk)
     cfg = lm_config(tmp_path / "run", shakespeare, "clm", "train.max_steps=6", "train.save_every=2")
     with pytest.raises(TlabError, match=r"out of disk space while writing .*\.step-4\.tmp \([\d,]+ bytes free there\)"):
         pipeline.run(cfg, **quiet)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"], "partial checkpoint left"
-    monkeypatch.setattr(train, "_save_rng", real)
+    monkeypatch.setattr(checkpoints, "save_rng", real)
     metrics = pipeline.run(lm_config(tmp_path / "run", shakespeare, "clm", "train.max_steps=6", "train.save_every=2",
                                      resume=True), **quiet)
     assert metrics["steps"] == 6

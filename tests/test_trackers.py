@@ -21,7 +21,7 @@ from conftest import lm_config
 from tlab import config, pipeline
 from tlab.cli import app
 from tlab.errors import TlabError
-from tlab.train import STOP_AFTER_ENV
+from tlab.faults import STOP_AFTER_ENV
 
 quiet = dict(echo=lambda message: None)
 TINY = ("train.max_steps=8", "train.eval_every=4", "train.save_every=4")

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tlab import __version__, config, outputs, tasks, trackers
 from tlab.config import RunConfig
+from tlab.runtime import quiet_libraries
 
 
 def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -23,14 +24,14 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.info(cfg.task)
-    from tlab import train
+    from tlab import runtime, train
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
     outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, probe_lock=os.environ.get("RANK", "0") == "0")
     trackers.preflight(cfg, probe=os.environ.get("RANK", "0") == "0")  # installed, and the MLflow server answers
     quiet_libraries()
     run_dir_path = Path(cfg.output_dir)
-    accelerator = train.make_accelerator(cfg, project_dir=str(run_dir_path))
+    accelerator = runtime.make_accelerator(cfg, project_dir=str(run_dir_path))
     say = echo if accelerator.is_main_process else (lambda _msg: None)
     # Rank 0 locks the run directory (an existing one now, a new one as it creates it) until the process ends.
     run_dir = outputs.RunDir.plan(cfg.output_dir, cfg.resume, cfg.overwrite, accelerator.is_main_process)
@@ -44,7 +45,7 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
                 command: Optional[Sequence[str]] = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
-    from tlab import train
+    from tlab import faults, runtime, train
 
     accelerator.project_configuration.set_directories(str(run_dir.path))
     trackers.place(accelerator, run_dir.path)
@@ -69,7 +70,7 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
             "per_device_batch": cfg.train.batch_size,
             "grad_accum": cfg.train.grad_accum,
             "global_batch": cfg.global_batch(world),
-            "precision": train.precision_name(accelerator),
+            "precision": runtime.precision_name(accelerator),
             "device": str(accelerator.device),
             **summary,
         }
@@ -80,16 +81,16 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
         run_dir.log({"event": "resume" if cfg.resume and not run_dir.fresh_resume else "start", "time": time.time(), **facts,
                      **({"command": list(command)} if command else {})})
 
-        if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and train.cpu_has_bf16_units():
+        if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and runtime.cpu_has_bf16_units():
             say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains faster here (see BENCHMARKS.md)")
-        with train.attention_kernels(accelerator):
+        with runtime.attention_kernels(accelerator):
             result = train.fit(cfg, job, accelerator, run_dir, say)
         model, state_dict = result.pop("model"), result.pop("state_dict")
         model_path = None
         if accelerator.is_main_process:
             def save(path):
                 module.save(model, tokenizer, path, cfg, state_dict)
-                train.fault("kill-in-model-save", result["steps"])
+                faults.fault("kill-in-model-save", result["steps"])
 
             model_path = run_dir.save_model(save)
         for name, content in job.artifacts.items():  # the final evaluation's predictions (QA), beside metrics.json
@@ -117,23 +118,6 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
         trackers.abort(accelerator, exc)
         run_dir.abandon()
         raise
-
-
-def quiet_libraries() -> None:
-    """tlab prints its own progress; the libraries' per-step bars and advice would bury it."""
-    import warnings
-
-    import datasets
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # accelerate warns at every checkpoint that tied weights (shared embeddings) are stored once: by design
-    import logging
-
-    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _count(model) -> tuple[int, int]:
@@ -173,9 +157,9 @@ def versions() -> dict[str, str]:
 def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Tokenizer, tokenized and packed data into the caches, nothing else: run it once before a large launch."""
     quiet_libraries()
-    from tlab import train
+    from tlab import runtime
 
-    accelerator = train.make_accelerator(cfg, project_dir=None)
+    accelerator = runtime.make_accelerator(cfg, project_dir=None)
     summary = tasks.get(cfg.task).prepare(tasks.info(cfg.task), cfg, accelerator, echo).summary
     echo("preprocessed and cached: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
     return summary
@@ -185,14 +169,14 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
     """Score a checkpoint on a task's validation split(s): the same task code, training skipped."""
     task = tasks.get(cfg.task)
     quiet_libraries()
-    from tlab import train
+    from tlab import runtime
 
-    accelerator = train.make_accelerator(cfg, project_dir=None)
+    accelerator = runtime.make_accelerator(cfg, project_dir=None)
     prepared = task.prepare(tasks.info(cfg.task), cfg, accelerator, echo, train=False)
     job, summary = prepared.job, prepared.summary
     model, *loaders = accelerator.prepare(job.model, *job.eval_loaders.values())
     start = time.perf_counter()
-    with train.attention_kernels(accelerator):
+    with runtime.attention_kernels(accelerator):
         scores = job.evaluate(model, dict(zip(job.eval_loaders, loaders)), accelerator)
     seconds = time.perf_counter() - start
     examples = sum(v for k, v in summary.items() if k.endswith("_examples") and k != "train_examples")
@@ -204,7 +188,7 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
         "model": cfg.model.name_or_path,
         "eval_seconds": round(seconds, 3),
         "samples_per_s": round(examples / max(seconds, 1e-9), 1),
-        "precision": train.precision_name(accelerator),
+        "precision": runtime.precision_name(accelerator),
         "config": config.to_dict(cfg),
         "versions": versions(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

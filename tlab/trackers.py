@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from tlab.errors import TlabError
+from tlab.errors import PREEMPTED_EXIT, TlabError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> pip package
@@ -205,8 +205,6 @@ def finish(accelerator, metrics: dict[str, Any], model_dir: Optional[Path], say=
 
 def abort(accelerator, exc: BaseException) -> None:
     """A failed or stopped run ends its tracker runs as such (MLflow FAILED / KILLED), not as still running."""
-    from tlab.train import PREEMPTED_EXIT
-
     stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == PREEMPTED_EXIT
     for tracker in list(getattr(accelerator, "trackers", [])):
         try:
