@@ -116,7 +116,8 @@ def test_time_based_checkpoints(tmp_path, shakespeare):
 
 
 # -- one writer per run directory --------------------------------------------------------------------------------
-HOLD = "import sys, time; from pathlib import Path; from tlab.runlock import RunLock; RunLock.acquire(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(600)"
+HOLD = ("import sys, time; from pathlib import Path; from tlab.runlock import RunLock; "
+        "RunLock.acquire(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(600)")
 
 
 def test_a_locked_run_directory_is_refused_and_left_intact(tmp_path, shakespeare):

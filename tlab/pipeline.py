@@ -24,7 +24,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.info(cfg.task)
-    from tlab import runtime, train
+    from tlab import runtime
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
     outputs.check_output_dir(cfg.output_dir, cfg.resume, cfg.overwrite, probe_lock=os.environ.get("RANK", "0") == "0")
