@@ -16,7 +16,6 @@ from tlab.errors import TlabError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
-LM_TASKS = ("mlm", "clm")
 REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
 
 

@@ -48,10 +48,13 @@ def pretrain(
       accelerate launch -m tlab pretrain --config configs/pretrain/bert-mini-mlm.yaml --precision bf16
     """
     with user_errors():
-        if objective is not None and objective not in ("mlm", "clm"):
+        if objective is not None:
             from tlab.errors import TlabError
+            from tlab.tasks import registry
 
-            raise TlabError(f"unknown objective {objective!r}: use mlm or clm")
+            objectives = [name for name, item in registry().items() if item.family.command == "pretrain"]
+            if objective not in objectives:
+                raise TlabError(f"unknown objective {objective!r}: use {' or '.join(objectives)}")
         flags = o.common_flags(**{k: v for k, v in locals().items() if k not in ("objective", "preset", "block_size", "vocab_size", "tokenizer", "config", "dry_run", "overrides", "preprocess_only")})
         flags.update({"task": objective, "model.preset": preset, "data.block_size": block_size,
                       "model.vocab_size": vocab_size, "model.tokenizer": tokenizer})
