@@ -97,10 +97,8 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
 
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.LMCollator(tokenizer, mlm=mlm, mlm_probability=cfg.train.mlm_probability, seed=cfg.train.seed)
-    eval_loaders = {}
-    if eval_blocks is not None:
-        eval_loaders["validation"] = torch.utils.data.DataLoader(data.Blocks(eval_blocks), batch_size=cfg.train.eval_batch() * world,
-                                                                 collate_fn=collate)
+    eval_loaders = scaffold.eval_loaders({"validation": data.Blocks(eval_blocks)} if eval_blocks is not None else {},
+                                         cfg, world, collate)
     job = Job(
         model=model,
         train_data=data.Blocks(train_blocks),

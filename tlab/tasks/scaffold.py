@@ -40,8 +40,11 @@ def input_length(requested: int, model_config) -> int:
 def eval_loaders(splits: Mapping[str, Any], cfg: RunConfig, world: int, collate: Callable,
                  drop: Sequence[str] = ()) -> dict[str, torch.utils.data.DataLoader]:
     """One loader per split of global batches (accelerate splits each across the ranks); `drop`: side columns
-    the evaluation reads itself, kept out of the batches."""
+    the evaluation reads itself, kept out of the batches. `datasets` tables are read as Python rows; any other
+    torch Dataset (packed blocks) as it is."""
     def rows(ds):
+        if not hasattr(ds, "column_names"):
+            return ds
         present = [c for c in drop if c in ds.column_names]
         return (ds.remove_columns(present) if present else ds).with_format("python")
 
