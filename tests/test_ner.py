@@ -243,6 +243,8 @@ def test_run_beats_all_o_and_eval_reproduces_it(conll_run, tmp_path):
     assert final["accuracy"] > majority, (final["accuracy"], majority)
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["id2label"]["1"] == "B-PER" and saved["label2id"]["I-MISC"] == 8
+    card = (run / "model" / "README.md").read_text()
+    assert "pipeline_tag: token-classification" in card and "TokenClassification" in card
     out = tmp_path / "results.json"
     result = runner.invoke(app, ["eval", "--model", str(run), "--output", str(out)])
     assert result.exit_code == 0, result.output

@@ -141,7 +141,10 @@ class WindowMerge:
 
 
 def tokenize(rows: dict, tokenizer, label2id: dict[str, int], max_length: int, stride: int, label_all: bool):
-    """Sentences -> windows (input_ids, labels, the sentence number, each token's word index or -1, length)."""
+    """Sentences -> windows (input_ids, labels, the sentence number, each token's word index or -1, length). A
+    sentence longer than `max_length` tokens gives several windows sharing `stride` tokens, each labelled on its
+    own (a window that opens inside a word labels that word's remaining pieces as if they began it; for scoring
+    the word is read in a window holding its first piece, see `WindowMerge`)."""
     import datasets
 
     ds = datasets.Dataset.from_dict({"tokens": rows["tokens"], "tags": rows["tags"],
