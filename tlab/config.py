@@ -17,6 +17,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
 REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
+NER_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES", "BILOU")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class DataConfig:
     text_b_column: Optional[str] = None
     """Second text column of user-supplied sentence-pair files."""
     label_column: Optional[str] = None
-    """Label column of user-supplied fine-tuning files."""
+    """Label column of user-supplied fine-tuning files (NER's CoNLL files: the tag column's index, default the last)."""
     block_size: int = 128
     """Tokens per packed pretraining block."""
     max_length: int = 128
@@ -292,6 +293,25 @@ class TranslationConfig:
 
 
 @dataclass(frozen=True)
+class NERConfig:
+    """Token classification (conll2003, ner): the tag scheme of the files, which sub-tokens carry a label, windows."""
+
+    scheme: str = "auto"
+    """Tag scheme of the data files: auto (detected per file) | IOB1 (CoNLL-2003's original files) | IOB2 | IOBES |
+    BILOU. Tags are converted to IOB2 for training and scoring."""
+    label_all_subtokens: bool = False
+    """Train on every sub-token of a word (B- becoming I- after the first) instead of its first sub-token only
+    (the others are -100). Predictions and scores read each word's first sub-token either way."""
+    stride: int = 32
+    """Sentences longer than data.max_length tokens are cut into windows that share this many tokens; each word is
+    predicted in the window where it has the most context on both sides. At most half a window."""
+
+    def __post_init__(self):
+        _check(self.scheme in NER_SCHEMES, f"ner.scheme must be one of {', '.join(NER_SCHEMES)}")
+        _check(self.stride >= 0, "ner.stride must be >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "mlm"
     """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
@@ -307,6 +327,7 @@ class RunConfig:
     qa: QAConfig = field(default_factory=QAConfig)
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    ner: NERConfig = field(default_factory=NERConfig)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per optimizer step: per-device batch x processes x accumulation."""

@@ -11,7 +11,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
-LOCAL_METRICS = ("accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "squad", "squad_v2", "sacrebleu", "chrf")
+LOCAL_METRICS = ("accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "squad", "squad_v2", "sacrebleu", "chrf", "seqeval")
 # Names that tasks use for a metric's result key where it differs from the module name.
 _MODULE_OF = {"pearson": "pearsonr"}
 

@@ -45,10 +45,14 @@ FAMILIES: dict[str, Family] = {
                  length_bucket=32,
                  detects=lambda c: any(a.endswith("ForQuestionAnswering") for a in _architectures(c)),
                  predict_flags=("question", "context")),
+    "ner": Family("ner", "tlab.tasks.token_classification", "AutoModelForTokenClassification", "token-classification",
+                  "TOKEN_CLS", "ner",
+                  detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
                    detects=lambda c: True),
 }
 TRANSLATION_METRICS = ("bleu", "chrf")
+NER_METRICS = ("precision", "recall", "f1", "accuracy", "strict_f1")
 
 
 def _glue() -> dict[str, TaskInfo]:
@@ -72,6 +76,20 @@ def _wmt() -> dict[str, TaskInfo]:
     }
 
 
+def _ner() -> dict[str, TaskInfo]:
+    from tlab.tasks.conll_data import CONLL2003_FILES, CONLL2003_LABELS, HUB_ID
+
+    family, metrics = FAMILIES["ner"], NER_METRICS
+    files = "/".join(CONLL2003_FILES[s] for s in ("train", "validation"))
+    return {
+        "conll2003": TaskInfo("conll2003", family, f"{HUB_ID} or --data-dir with {files} (IOB1 or IOB2)", metrics, "f1",
+                              params={"hub": HUB_ID, "labels": CONLL2003_LABELS}),
+        "ner": TaskInfo("ner", family, "CoNLL-format columns or JSON Lines {tokens, ner_tags} (--train-file, "
+                        "--validation-file; sentences held out when no validation file)", metrics, "f1",
+                        params={"hub": None, "labels": None}),
+    }
+
+
 def registry() -> dict[str, TaskInfo]:
     lm_source = "text files / folders (--train-file), a Hub dataset (data.dataset), or the embedded WikiText-2 sample"
     squad_source = "{hub} or SQuAD JSON / JSONL (--train-file, --validation-file; articles held out when no validation file)"
@@ -87,6 +105,7 @@ def registry() -> dict[str, TaskInfo]:
     found["squad_v2"] = TaskInfo("squad_v2", qa, squad_source.format(hub="rajpurkar/squad_v2"),
                                  ("exact_match", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"), "f1",
                                  params={"version_2": True, "hub": "rajpurkar/squad_v2"})
+    found.update(_ner())
     found.update(_wmt())
     found["translation"] = TaskInfo("translation", FAMILIES["translation"],
                                     "parallel files (--data-dir DIR/train.xx, --train-file; JSON Lines) for any "

@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
 class Family:
     """A kind of task, stated once: every task of the family shares its module, head and options."""
 
-    name: str  # shown by `tlab tasks` and tagged on model cards: pretraining | glue | qa | translation
+    name: str  # shown by `tlab tasks` and tagged on model cards: pretraining | glue | qa | translation | ner
     module: str  # the module implementing `TaskModule`
     head: str  # the transformers Auto class of the task's model, e.g. AutoModelForQuestionAnswering
     pipeline_tag: str  # the Hub's pipeline tag (widget and search)
-    peft_task_type: Optional[str] = None  # SEQ_CLS / QUESTION_ANS / SEQ_2_SEQ_LM: the head LoRA keeps trainable
+    peft_task_type: Optional[str] = None  # SEQ_CLS / QUESTION_ANS / SEQ_2_SEQ_LM / TOKEN_CLS: the head LoRA keeps trainable
     options: Optional[str] = None  # the RunConfig section of the family's own options (e.g. "qa")
     command: str = "finetune"  # the tlab command that trains it
     # config defaults of the family, below its YAML and flags; `from_scratch_defaults` replace them without --model
