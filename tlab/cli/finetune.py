@@ -53,8 +53,8 @@ def finetune(
     dry_run: o.DryRun = False,
     overrides: o.Overrides = None,
 ) -> None:
-    """Fine-tune a checkpoint on a task (see `tlab tasks`: GLUE, SQuAD, translation, ...; translation also from
-    scratch, without --model), evaluate it, keep the best checkpoint and save it.
+    """Fine-tune a checkpoint on a task (see `tlab tasks`: GLUE, SQuAD, CoNLL-2003 NER, translation; translation
+    also from scratch, without --model), evaluate it, keep the best checkpoint and save it.
 
     [dim]Examples:[/dim]
       tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3

@@ -1,5 +1,5 @@
-"""`tlab predict`: label and probability for texts (classifiers), answer, span and score for questions about a
-context (question answering), or translations (translation models), given as arguments or as lines on stdin."""
+"""`tlab predict`: what the model's task family answers for texts given as arguments or stdin lines (labels,
+entities, answers, translations). The family is the run's task, --task, or read off the model's config.json."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def predict(
 ) -> None:
     """Print label, probability and text for each input (score and text for regression models); for a question
     answering model, answer, character span in the context and score ("no answer" when a v2 model abstains); for a
-    translation model, the translation of each text (beam search as the run was evaluated).
+    translation model, the translation of each text (beam search as the run was evaluated); for a token classifier
+    (NER), each entity with its type, character span and score.
 
     [dim]Examples:[/dim]
       tlab predict --model runs/sst2 "a gripping, funny film"
@@ -43,6 +44,7 @@ def predict(
       tlab predict --model runs/squad --question "Who wrote it?" --context "It was written by Ada in 1843."
       tlab predict --model runs/squad < questions.jsonl      # {"question": ..., "context": ...} per line
       tlab predict --model runs/wmt14 "The house is small."  # translation; or one sentence per stdin line
+      tlab predict --model runs/ner "Angela Merkel visited Paris."
     """
     with user_errors():
         from tlab.errors import TlabError
