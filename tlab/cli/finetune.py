@@ -61,6 +61,7 @@ def finetune(
       tlab finetune --task squad --model $MINILM --train-file squad.json qa.max_seq_length=256
       tlab finetune --task mrpc --model bert-base-uncased --lora-r 8
       tlab finetune --task wmt14-en-de --data-dir wmt14_en_de/      # train.en/train.de/valid.en/valid.de, from scratch
+      tlab finetune --task conll2003 --model $MINILM --data-dir conll2003/   # eng.train / eng.testa
       accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
     """
     with user_errors():
