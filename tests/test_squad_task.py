@@ -135,3 +135,35 @@ def test_glue_eval_uses_the_runs_max_length(tmp_path):
 def test_eval_of_a_plain_model_directory_needs_a_task():
     result = runner.invoke(app, ["eval", "--model", MINILM])
     assert result.exit_code == 2 and "pass --task" in result.output
+
+
+@pytest.mark.slow
+def test_validation_fraction_zero_trains_on_every_question_and_keeps_the_last_step(tmp_path):
+    said = []
+    cfg = config.load(flags={"task": "squad", "model.name_or_path": MINILM, "output_dir": str(tmp_path / "all"),
+                             "data.train_files": [str(SQUAD / "dev-v1.1-sample.json")]},
+                      overrides=["data.validation_fraction=0", "train.max_steps=2", "train.batch_size=8",
+                                 "qa.max_seq_length=128", "qa.doc_stride=32"])
+    questions = sum(len(p["qas"]) for a in json.loads((SQUAD / "dev-v1.1-sample.json").read_text())["data"]
+                    for p in a["paragraphs"])
+    metrics = pipeline.run(cfg, echo=said.append)
+    assert metrics["train_examples"] == questions and not any(k.startswith("validation") for k in metrics)
+    assert metrics["best"] == {} and metrics["final"] == {} and metrics["steps"] == 2
+    assert (tmp_path / "all" / "model" / "model.safetensors").is_file()
+    assert any("data.validation_fraction=0: training on all" in line and "last step" in line for line in said)
+
+
+def test_held_out_articles_are_said_at_start(tmp_path):
+    from tlab.tasks import squad
+
+    said = []
+    cfg = config.load(flags={"task": "squad", "data.train_files": [str(SQUAD / "dev-v1.1-sample.json")]},
+                      overrides=["data.validation_fraction=0.3"])
+    train, evals, _skipped = squad.load_examples(cfg, False, True, said.append)
+    held = evals["validation"]
+    assert len(train) + len(held) == sum(len(p["qas"]) for a in json.loads((SQUAD / "dev-v1.1-sample.json").read_text())["data"]
+                                         for p in a["paragraphs"])
+    assert said == [f"held out {len(held):,} questions ({len(set(held['title']))} articles) of {len(train) + len(held):,} "
+                    f"for validation (data.validation_fraction=0.3, seed 42); training on {len(train):,} "
+                    f"({len(set(train['title']))} articles); data.validation_fraction=0 trains on all of them"]
+    assert not set(held["title"]) & set(train["title"])  # whole articles on one side

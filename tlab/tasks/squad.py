@@ -16,10 +16,12 @@ from tlab.tasks import scaffold, squad_data
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 
-def load_examples(cfg: RunConfig, version_2: bool, train: bool):
+def load_examples(cfg: RunConfig, version_2: bool, train: bool, log=lambda _msg: None):
     """(training examples or None, {split: validation examples}, training questions skipped) from the user's files
     or the Hub. Without a validation file, whole articles of the training data are held out (questions of one
-    paragraph share it). Training questions whose answer text is not at its answer_start are skipped and counted."""
+    paragraph share it; said at start), or with data.validation_fraction=0 nothing is: training uses every
+    question and there is no validation split. Training questions whose answer text is not at its answer_start
+    are skipped and counted."""
     d = cfg.data
 
     def from_files(files):
@@ -36,17 +38,30 @@ def load_examples(cfg: RunConfig, version_2: bool, train: bool):
         train_ds = squad_data.load_squad_hub(version_2, "train") if train else None
         if validation is None:
             validation = squad_data.load_squad_hub(version_2, "validation")
-    if validation is None:
+    if validation is None and d.validation_fraction <= 0 and train:
+        log(f"data.validation_fraction=0: training on all {len(train_ds):,} questions ({_articles(train_ds)} articles), "
+            "no validation: nothing picks a best checkpoint, the last step's model is saved")
+    elif validation is None:
         if d.validation_fraction <= 0:
             raise TlabError("give --validation-file or a data.validation_fraction > 0 to hold out articles")
         train_ds, validation = squad_data.split_by_article(train_ds, d.validation_fraction, cfg.train.seed)
+        log(f"held out {len(validation):,} questions ({_articles(validation)} articles) of {len(train_ds) + len(validation):,} "
+            f"for validation (data.validation_fraction={d.validation_fraction:g}, seed {cfg.train.seed})"
+            + (f"; training on {len(train_ds):,} ({_articles(train_ds)} articles); data.validation_fraction=0 trains on "
+               "all of them" if train else ""))
     dropped = 0
     if train_ds is not None and train:
         train_ds, dropped = squad_data.drop_misaligned(train_ds)
         if len(train_ds) == 0:
             raise TlabError("no usable training questions (every answer's text differs from the context at its answer_start)")
     train_ds = scaffold.clip(train_ds, d.max_train_samples) if train else None
-    return train_ds, {"validation": scaffold.clip(validation, d.max_eval_samples)}, dropped
+    evals = {"validation": scaffold.clip(validation, d.max_eval_samples)} if validation is not None else {}
+    return train_ds, evals, dropped
+
+
+def _articles(ds) -> int:
+    """Articles of a split: titles, or contexts for untitled rows (as split_by_article groups them)."""
+    return len({title or context for title, context in zip(ds["title"], ds["context"])})
 
 
 def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
@@ -54,7 +69,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     q = cfg.qa
     path = scaffold.require_model(cfg, "question answering")
     with accelerator.main_process_first():
-        train_ex, evals, skipped = load_examples(cfg, version_2, train)
+        train_ex, evals, skipped = load_examples(cfg, version_2, train, log)
         if skipped:
             log(f"skipped {skipped} training question(s) whose answer text is not at its answer_start")
         tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
@@ -87,7 +102,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_feats, options, artifacts),
-        main_metric=info.main_metric,
+        main_metric=info.main_metric if eval_loaders else "",  # no validation: the last step's model is kept
         greater_is_better=info.greater_is_better,
         artifacts=artifacts,
     )
