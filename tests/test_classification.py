@@ -137,8 +137,8 @@ def cls_run(tmp_path_factory):
     out = tmp / "run"
     result = runner.invoke(app, ["finetune", "--task", "classification", "--model", MINILM, "--train-file", train,
                                  "--text-column", "review", "--label-column", "sentiment", "-o", str(out),
-                                 "--max-steps", "30", "--batch-size", "16", "--lr", "1e-4", "--eval-every", "30",
-                                 "--max-length", "128", "data.validation_fraction=0.25", "train.warmup=0.1"])
+                                 "--max-steps", "30", "--batch-size", "16", "--lr", "3e-4", "--eval-every", "30",
+                                 "--max-length", "96", "data.validation_fraction=0.25", "train.warmup=0.1"])
     assert result.exit_code == 0, result.output
     return out, rows, json.loads((out / "metrics.json").read_text()), result.output
 
@@ -151,7 +151,7 @@ def test_run_beats_the_majority_class_and_eval_reproduces_it(cls_run, tmp_path):
     held = found["heldout_examples"]
     assert 60 < held < 180 and found["train_examples"] + held == len(rows)
     majority = max(sum(r["sentiment"] == s for r in rows) for s in ("negative", "positive")) / len(rows)
-    assert final["accuracy"] > majority + 0.05, (final, majority)
+    assert final["accuracy"] > majority + 0.1, (final, majority)  # IMDB: 0.75 against 0.5 when written
     assert 0 < final["macro_f1"] <= 1
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["id2label"] == {"0": "negative", "1": "positive"} and saved["label2id"]["positive"] == 1
