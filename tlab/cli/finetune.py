@@ -20,7 +20,7 @@ def finetune(
     data_dir: o.DataDir = None,
     train_file: o.TrainFile = None,
     validation_file: o.ValidationFile = None,
-    text_a: Annotated[Optional[str], typer.Option("--text-a", help="First text column of --train-file/--validation-file.", rich_help_panel="Data")] = None,
+    text_a: Annotated[Optional[str], typer.Option("--text-a", "--text-column", help="(First) text column of --train-file/--validation-file (data.text_a_column).", rich_help_panel="Data")] = None,
     text_b: Annotated[Optional[str], typer.Option("--text-b", help="Second text column (sentence pairs).", rich_help_panel="Data")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="Label column of your files.", rich_help_panel="Data")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate inputs to this many tokens.", rich_help_panel="Data")] = None,
@@ -53,8 +53,9 @@ def finetune(
     dry_run: o.DryRun = False,
     overrides: o.Overrides = None,
 ) -> None:
-    """Fine-tune a checkpoint on a task (see `tlab tasks`: GLUE, SQuAD, CoNLL-2003 NER, translation; translation
-    also from scratch, without --model), evaluate it, keep the best checkpoint and save it.
+    """Fine-tune a checkpoint on a task (see `tlab tasks`: GLUE, IMDB, classification of your own labelled files,
+    SQuAD, CoNLL-2003 NER, translation; translation also from scratch, without --model), evaluate it, keep the best
+    checkpoint and save it.
 
     [dim]Examples:[/dim]
       tlab finetune --task sst2 --model runs/mlm-.../ --data-dir glue/ --epochs 3
@@ -62,6 +63,7 @@ def finetune(
       tlab finetune --task mrpc --model bert-base-uncased --lora-r 8
       tlab finetune --task wmt14-en-de --data-dir wmt14_en_de/      # train.en/train.de/valid.en/valid.de, from scratch
       tlab finetune --task conll2003 --model $MINILM --data-dir conll2003/   # eng.train / eng.testa
+      tlab finetune --task classification --model $MINILM --train-file reviews.jsonl --text-column text --label-column label
       accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
     """
     with user_errors():

@@ -14,6 +14,9 @@ from typing import Any, Sequence
 LOCAL_METRICS = ("accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "squad", "squad_v2", "sacrebleu", "chrf", "seqeval")
 # Names that tasks use for a metric's result key where it differs from the module name.
 _MODULE_OF = {"pearson": "pearsonr"}
+# Named settings of a module, reported under their own name: macro_f1 is f1 with average="macro" (the unweighted
+# mean of the per-class F1 over the classes in the references or the predictions), what multi-class tasks report.
+VARIANTS = {"macro_f1": ("f1", {"average": "macro"})}
 
 
 def path(name: str) -> Path | None:
@@ -44,18 +47,22 @@ def compute(names: Sequence[str], predictions, references, **kwargs: Any) -> dic
 
     Keyword arguments are shared: each goes to the metrics whose `_compute` takes it, so
     `compute(["accuracy", "f1"], p, r, average="macro")` gives F1 a macro average and leaves accuracy alone.
-    A keyword named after one of `names` with a dict value is that metric's own (`f1={"average": "macro"}`).
+    A keyword named after one of `names` with a dict value is that metric's own (`f1={"average": "macro"}`);
+    a name in `VARIANTS` (`macro_f1`) is a module with fixed settings, reported under that name.
     Only scalar numbers are kept, as floats, so the result can go straight to JSON and to comparisons;
     strings such as sacrebleu's signature come from `load(name).compute(...)`."""
     own = {k: kwargs.pop(k) for k in list(kwargs) if k in names and isinstance(kwargs[k], dict)}
-    modules = {name: load(name) for name in names}
+    modules = {name: load(VARIANTS[name][0] if name in VARIANTS else name) for name in names}
     unused = [k for k in kwargs if not any(_accepts(m, k) for m in modules.values())]
     if unused:
         # A typo such as avarage= would otherwise be dropped silently and the default reported as if chosen.
         raise TypeError(f"no metric among {', '.join(names)} takes {', '.join(unused)}")
     results: dict[str, float] = {}
     for name, module in modules.items():
-        options = {**{k: v for k, v in kwargs.items() if _accepts(module, k)}, **own.get(name, {})}
+        base, fixed = VARIANTS.get(name, (name, {}))
+        options = {**{k: v for k, v in kwargs.items() if _accepts(module, k)}, **fixed, **own.get(name, {})}
         scores = module.compute(predictions=predictions, references=references, **options)
+        if name in VARIANTS:  # f1 -> macro_f1; a variant must not overwrite its module's own key (f1 beside macro_f1)
+            scores = {name: scores[base]}
         results.update({key: float(value) for key, value in scores.items() if isinstance(value, numbers.Number)})
     return results

@@ -65,6 +65,21 @@ def _glue() -> dict[str, TaskInfo]:
     }
 
 
+def _classification() -> dict[str, TaskInfo]:
+    from tlab.tasks import classification_data as c
+
+    family = FAMILIES["glue"]
+    return {
+        "classification": TaskInfo("classification", family, "your labelled files: --train-file / --validation-file "
+                                   "(CSV, TSV, JSON Lines; --text-column, --label-column; labels read off the training "
+                                   "data) or data.dataset", c.METRICS, "accuracy",
+                                   params={"spec": c.CLASSIFICATION, "loader": c.load}),
+        "imdb": TaskInfo("imdb", family, f"{c.IMDB_HUB} or --data-dir with train.jsonl (text, label 0/1; validation "
+                         "carved out of it unless a validation/test file is beside it)", c.METRICS, "accuracy",
+                         params={"spec": c.IMDB, "loader": c.load}),
+    }
+
+
 def _wmt() -> dict[str, TaskInfo]:
     from tlab.tasks.translation_data import WMT_TASKS
 
@@ -100,6 +115,7 @@ def registry() -> dict[str, TaskInfo]:
                         head_override="AutoModelForCausalLM", pipeline_tag_override="text-generation"),
     }
     found.update(_glue())
+    found.update(_classification())
     found["squad"] = TaskInfo("squad", qa, squad_source.format(hub="rajpurkar/squad"), ("exact_match", "f1"), "f1",
                               params={"version_2": False, "hub": "rajpurkar/squad"})
     found["squad_v2"] = TaskInfo("squad_v2", qa, squad_source.format(hub="rajpurkar/squad_v2"),

@@ -1,8 +1,8 @@
-"""GLUE fine-tuning and evaluation: sequence classification (regression for STS-B) on the shared loop."""
+"""Sequence classification (regression for STS-B) on the shared loop: the GLUE benchmarks, and through the
+data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional
 
 import torch
@@ -12,6 +12,7 @@ from tlab.config import RunConfig
 from tlab.errors import TlabError
 from tlab.tasks import glue_data, scaffold
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
+from tlab.tasks.glue_data import held_out_by_sentence  # here since the family's start (scripts/ import it)
 
 
 def load_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str, files: Optional[list[str]] = None):
@@ -55,27 +56,6 @@ def validation_sets(cfg: RunConfig, spec, train=None) -> tuple[dict, object]:
     return held_out_by_sentence(train, d.validation_fraction, cfg.train.seed)
 
 
-def held_out_by_sentence(train, fraction: float, seed: int):
-    """Split off `fraction` of the distinct first sentences as split "heldout": a sentence seen in validation is
-    never trained on (SST-2 repeats phrases, so a row-level split would leak). Depends only on the text and the
-    seed, so `tlab eval` with the same --data-dir and seed finds the same held-out rows."""
-
-    def held(text: str) -> bool:
-        digest = hashlib.sha1(f"{seed}:{text.strip().lower()}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-    sentences = len({t.strip().lower() for t in train["text_a"]})
-    if sentences * fraction < 1:  # a hash split would hold out nothing, or by chance far more than `fraction`
-        raise TlabError(f"the training data is too small to hold out validation ({sentences} distinct sentences x "
-                        f"data.validation_fraction {fraction:g} < 1): give --validation-file")
-    flags = [held(t) for t in train["text_a"]]
-    validation = train.select([i for i, f in enumerate(flags) if f])
-    rest = train.select([i for i, f in enumerate(flags) if not f])
-    if len(validation) == 0 or len(rest) == 0:
-        raise TlabError("the training file is too small to hold out a validation part; give --validation-file")
-    return {"heldout": validation}, rest
-
-
 def tokenize(ds, tokenizer, max_length: int, regression: bool):
     pair = "text_b" in ds.column_names
 
@@ -88,14 +68,20 @@ def tokenize(ds, tokenizer, max_length: int, regression: bool):
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
 
 
+def load_glue(spec: glue_data.GlueSpec, cfg: RunConfig, path: str, train: bool):
+    """A GLUE benchmark's (spec, training set or None, {split: validation set}, summary notes). Tasks with
+    a loader of their own in `params["loader"]` return the same, their spec holding the labels they found."""
+    train_ds = load_split(cfg, spec, "train", cfg.data.train_files) if train else None
+    if train_ds is not None and len(train_ds) == 0:
+        raise TlabError(f"no {spec.name} training examples found")
+    evals, train_ds = validation_sets(cfg, spec, train_ds)
+    return spec, train_ds, evals, {}
+
+
 def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
-    spec: glue_data.GlueSpec = info.params["spec"]
     path = scaffold.require_model(cfg)
     with accelerator.main_process_first():
-        train_ds = load_split(cfg, spec, "train", cfg.data.train_files) if train else None
-        if train_ds is not None and len(train_ds) == 0:
-            raise TlabError(f"no {spec.name} training examples found")
-        evals, train_ds = validation_sets(cfg, spec, train_ds)
+        spec, train_ds, evals, notes = info.params.get("loader", load_glue)(info.params["spec"], cfg, path, train)
         if train and not spec.is_regression and -1 in train_ds.unique("label"):
             raise TlabError(f"the {spec.name} training data has no labels")
         train_ds = scaffold.clip(train_ds, cfg.data.max_train_samples)
@@ -122,7 +108,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         greater_is_better=info.greater_is_better,
     )
     summary = {"train_examples": 0 if train_tok is None else len(train_tok),
-               **{f"{k}_examples": len(v) for k, v in eval_tok.items()}, "labels": spec.label_names or "regression"}
+               **{f"{k}_examples": len(v) for k, v in eval_tok.items()}, "labels": spec.label_names or "regression", **notes}
     return Prepared(job, tokenizer, summary)
 
 

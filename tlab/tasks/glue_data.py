@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -225,10 +226,7 @@ def _build(path: Path, records: Iterator[tuple[int, dict]], text_a: str, text_b:
             raise TlabError(f"{path} record {lineno} is not an object with named fields")
         if not checked:
             has_label = label_column is not None and label_column in rec
-            missing = [c for _, c in names if c not in rec] + ([label_column] if need_label and not has_label else [])
-            if missing:
-                raise TlabError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; "
-                                f"it has: {', '.join(map(repr, rec))}")
+            missing_columns(path, rec, [c for _, c in names] + ([label_column] if need_label else []))
             checked = True
         for out, col in names:
             value = rec.get(col)
@@ -283,23 +281,58 @@ def load_glue_hub(spec: GlueSpec, split: str) -> datasets.Dataset:
     return ds.cast_column("label", datasets.Value("float32" if spec.is_regression else "int64"))
 
 
-def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label_column: Optional[str],
-                     label_names: Optional[Sequence[str]], *, require_label: bool = True,
-                     score_range: Optional[tuple[float, float]] = None) -> datasets.Dataset:
-    """A user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl file as text_a/text_b/label.
-
-    Labels may be names (e.g. "positive") or indices into label_names; label_names None means regression
-    (float labels). With require_label=False a file without the label column gets label -1 (prediction)."""
+def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: value}) of a user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TlabError(f"data file {path} does not exist")
-    if label_column is None and require_label:
-        raise TlabError(f"no label column was given for {path}")
     ext = path.suffix.lower()
     if ext not in (".csv", ".tsv", ".json", ".jsonl"):
         raise TlabError(f"cannot read {path}: use a .csv, .tsv, .json or .jsonl file")
-    records = _json_records(path) if ext.startswith(".json") else _table_records(path, tsv=ext == ".tsv")
+    return _json_records(path) if ext.startswith(".json") else _table_records(path, tsv=ext == ".tsv")
+
+
+def missing_columns(path: Path, record: dict, wanted: Sequence[Optional[str]]) -> None:
+    """One error naming every wanted column the (first) record lacks, and the columns it has."""
+    missing = [c for c in wanted if c is not None and c not in record]
+    if missing:
+        raise TlabError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; it has: {', '.join(map(repr, record))}")
+
+
+def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label_column: Optional[str],
+                     label_names: Optional[Sequence[str]], *, require_label: bool = True,
+                     score_range: Optional[tuple[float, float]] = None, indices: bool = True) -> datasets.Dataset:
+    """A user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl file as text_a/text_b/label.
+
+    Labels may be names (e.g. "positive") or, with `indices`, indices into label_names (off for label sets read
+    off the data, whose names may themselves be numbers: "5" must not mean the sixth name); label_names None
+    means regression (float labels). With require_label=False a file without the label column gets label -1."""
+    path = Path(path).expanduser()
+    if label_column is None and require_label:
+        raise TlabError(f"no label column was given for {path}")
+    records = read_records(path)
     accepted = None if label_names is None else (
-        {str(i): i for i in range(len(label_names))} | {n: i for i, n in enumerate(label_names)})
+        ({str(i): i for i in range(len(label_names))} if indices else {}) | {n: i for i, n in enumerate(label_names)})
     return _build(path, records, text_a, text_b, label_column, accepted, need_label=require_label,
                   score_range=score_range)
+
+
+def held_out_by_sentence(train, fraction: float, seed: int):
+    """Split off `fraction` of the distinct first sentences as split "heldout": a sentence seen in validation is
+    never trained on (SST-2 repeats phrases, so a row-level split would leak). Depends only on the text and the
+    seed, so `tlab eval` with the same --data-dir and seed finds the same held-out rows."""
+
+    def held(text: str) -> bool:
+        digest = hashlib.sha1(f"{seed}:{text.strip().lower()}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+    sentences = len({t.strip().lower() for t in train["text_a"]})
+    if sentences * fraction < 1:  # a hash split would hold out nothing, or by chance far more than `fraction`
+        raise TlabError(f"the training data is too small to hold out validation ({sentences} distinct sentences x "
+                        f"data.validation_fraction {fraction:g} < 1): give --validation-file")
+    flags = [held(t) for t in train["text_a"]]
+    validation = train.select([i for i, f in enumerate(flags) if f])
+    rest = train.select([i for i, f in enumerate(flags) if not f])
+    if len(validation) == 0 or len(rest) == 0:
+        raise TlabError("the training file is too small to hold out a validation part; give --validation-file")
+    return {"heldout": validation}, rest
