@@ -117,7 +117,7 @@ def test_truncate_is_unchanged_and_the_start_line_counts_long_examples(tmp_path,
     prepared, said, rows, _ = _prepare(tmp_path, "truncate")
     assert "4 of 12 training examples are longer than max_length 16 tokens (truncated)" in said
     data = prepared.job.train_data
-    assert data.column_names == ["input_ids", "token_type_ids", "attention_mask", "labels"]
+    assert sorted(data.column_names) == ["attention_mask", "input_ids", "labels", "token_type_ids"]
     plain = tokenizer([r["text"] for r in rows], truncation=True, max_length=16)
     assert [r["input_ids"] for r in data] == plain["input_ids"]
     assert "train_windows" not in prepared.summary and prepared.summary["train_examples"] == 12

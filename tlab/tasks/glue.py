@@ -99,7 +99,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
             train_tok = long_text.tokenize(train_ds, tokenizer, windows) if train_ds is not None else None
             eval_tok = {k: long_text.tokenize(v, tokenizer, windows).sort("length") for k, v in evals.items()}
         counted = {"training": (train_ds, train_tok)} if train_ds is not None else \
-            {f"{k} (validation)": (evals[k], eval_tok[k]) for k in evals}
+            {k: (evals[k], eval_tok[k]) for k in evals}
         for what, (ds, tok) in counted.items():  # "N of M training examples are longer than ..."
             longer = long_text.count_longer(ds, tokenizer, max_length, tok if windows is not None else None)
             log(long_text.start_line(longer, len(ds), max_length, cfg.data.long_text, what))
@@ -107,15 +107,16 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    if windows is not None:  # evaluation rows carry their document's "index"
+        collate = long_text.IndexCollator(collate)
     side = ["length"] if windows is None else ["length", "index"]
     job = Job(
         model=model,
         train_data=train_tok.remove_columns(side).with_format("python") if train_tok is not None else None,
         train_batches=scaffold.train_batches(info, cfg, len(train_tok), world, train_tok["length"])
         if train_tok is not None else None,
-        collate=collate if windows is None else long_text.IndexCollator(collate),
-        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate if windows is None else long_text.IndexCollator(collate),
-                                           drop=["length"]),
+        collate=collate,
+        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length"]),
         evaluate=(lambda m, loaders, acc: evaluate(m, loaders, acc, spec)) if windows is None
         else (lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode)),
         main_metric=info.main_metric,
