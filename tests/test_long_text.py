@@ -81,6 +81,9 @@ def test_a_long_text_gives_several_overlapping_windows_and_one_prediction(tokeni
     features, doc = windows.encode(tokenizer, ["Is it good?"], [LONG])
     first = tokenizer("Is it good?", add_special_tokens=False)["input_ids"]
     assert len(doc) > 1 and all(w[1 : 1 + len(first)] == first for w in features["input_ids"])
+    # a first text too long to repeat: it is cut, the second repeated
+    features, doc = windows.encode(tokenizer, [LONG], ["Is it good?"])
+    assert len(doc) > 1 and all(w[-1 - len(first) : -1] == first for w in features["input_ids"])
 
     out = Classifier(model, tokenizer, 16, windows=windows)([(LONG, None), ("Short.", None)])
     assert len(out) == 2 and all(label in model.config.id2label.values() and 0 < p <= 1 for label, p in out)
