@@ -158,7 +158,12 @@ def test_bad_input_is_one_line(tmp_path):
     assert not Path(out).exists()
 
 
-def test_a_run_on_windows_predicts_and_evaluates_on_windows(tmp_path):
+def test_a_run_on_windows_predicts_and_evaluates_on_windows(tmp_path, monkeypatch):
+    from tlab.inference import Classifier
+
+    calls = []
+    windowed = Classifier._windowed
+    monkeypatch.setattr(Classifier, "_windowed", lambda self, *a: calls.append(self.windows) or windowed(self, *a))
     rows = [{"text": (LONG if i % 2 else "Dreadful, boring and far too long for what it says. " * 4), "label": "pos" if i % 2 else "neg"}
             for i in range(16)]
     train = write_jsonl(tmp_path / "t.jsonl", rows)
@@ -174,6 +179,7 @@ def test_a_run_on_windows_predicts_and_evaluates_on_windows(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 2 and all(line.split("\t")[0] in ("neg", "pos") for line in lines)
+    assert calls == [long_text.Windows("mean", 16, 4)]  # the run's config: windows, combined by mean
     result = runner.invoke(app, ["eval", "--model", str(run), "--output", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "r.json").read_text())["metrics"]
