@@ -98,13 +98,13 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         else:  # one row per window, "index" naming its document (long_text)
             train_tok = long_text.tokenize(train_ds, tokenizer, windows) if train_ds is not None else None
             eval_tok = {k: long_text.tokenize(v, tokenizer, windows).sort("length") for k, v in evals.items()}
-        counted = {"training": (train_ds, train_tok)} if train_ds is not None else \
-            {k: (evals[k], eval_tok[k]) for k in evals}
-        for what, (ds, tok) in counted.items():  # "N of M training examples are longer than ..."
-            longer = long_text.count_longer(ds, tokenizer, max_length, tok if windows is not None else None)
-            log(long_text.start_line(longer, len(ds), max_length, cfg.data.long_text, what))
+        started = [] if train_ds is None else [long_text.start_line(  # training runs only: eval prints its scores
+            long_text.count_longer(train_ds, tokenizer, max_length, train_tok if windows else None), len(train_ds),
+            max_length, cfg.data.long_text)]
     if train:
         model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
+    for line in started:  # "N of M training examples are longer than max_length ... (truncated)", once all is well
+        log(line)
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     if windows is not None:  # evaluation rows carry their document's "index"
