@@ -1,5 +1,7 @@
 """Sequence classification (regression for STS-B) on the shared loop: the GLUE benchmarks, and through the
-data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB."""
+data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB.
+Documents longer than the window (data.long_text mean | max): windows whose logits are combined per document,
+in `long_text`."""
 
 from __future__ import annotations
 
