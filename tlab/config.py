@@ -18,6 +18,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
 REPORT_TO = ("tensorboard", "mlflow", "wandb", "none")
 NER_SCHEMES = ("auto", "IOB1", "IOB2", "IOBES", "BILOU")
+LONG_TEXT_MODES = ("truncate", "mean", "max")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,13 @@ class DataConfig:
     block_size: int = 128
     """Tokens per packed pretraining block."""
     max_length: int = 128
-    """Longest tokenized input for fine-tuning; longer inputs are truncated."""
+    """Longest tokenized input for fine-tuning; longer inputs are truncated (sequence classification: see long_text)."""
+    long_text: str = "truncate"
+    """Sequence classification inputs longer than max_length: truncate (cut off) | mean | max (cut into windows of
+    max_length tokens sharing `stride` tokens; each window trains with its document's label, and evaluation and
+    `tlab predict` average (mean) or take the per-class maximum (max) of a document's window logits)."""
+    stride: int = 32
+    """With long_text mean | max: tokens consecutive windows share; below max_length (less the special tokens)."""
     max_train_samples: Optional[int] = None
     """Use only the first N training examples (quick runs)."""
     max_eval_samples: Optional[int] = None
@@ -60,6 +67,12 @@ class DataConfig:
         _check(self.block_size >= 8, "data.block_size must be at least 8")
         _check(self.max_length >= 8, "data.max_length must be at least 8")
         _check(self.num_proc >= 1 and self.num_workers >= 0, "data.num_proc must be >= 1, data.num_workers >= 0")
+        _check(self.long_text in LONG_TEXT_MODES,
+               f"data.long_text (--long-text) must be one of {' | '.join(LONG_TEXT_MODES)}, got {self.long_text!r}")
+        _check(self.stride >= 0, f"data.stride (--stride) must be >= 0, got {self.stride}")
+        _check(self.long_text == "truncate" or self.stride < self.max_length,
+               f"data.stride (--stride) {self.stride} must be below data.max_length {self.max_length}: consecutive "
+               "windows share stride tokens of max_length")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ class Classifier:
     model: object
     tokenizer: object
     max_length: int = 512
+    # documents cut into windows and their logits combined (tlab.tasks.long_text.Windows: encode, aggregate) for a
+    # run trained with data.long_text mean | max; None = truncated at max_length
+    windows: Optional[object] = None
 
     @classmethod
     def load(cls, name: str) -> "Classifier":
@@ -38,10 +41,13 @@ class Classifier:
         seconds = [b for _, b in pairs]
         if any(b is None for b in seconds) and not all(b is None for b in seconds):
             raise TlabError("mix of single sentences and pairs: give every input a second sentence or none")
-        enc = self.tokenizer(firsts, None if seconds[0] is None else seconds, truncation=True, padding=True,
-                             max_length=self.max_length, return_tensors="pt")
-        with torch.no_grad():
-            logits = self.model(**enc).logits.float()
+        if self.windows is not None:
+            logits = self._windowed(firsts, None if seconds[0] is None else seconds)
+        else:
+            enc = self.tokenizer(firsts, None if seconds[0] is None else seconds, truncation=True, padding=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            with torch.no_grad():
+                logits = self.model(**enc).logits.float()
         if not torch.isfinite(logits).all():  # NaN weights (a diverged run) would print "negative nan"
             raise TlabError("model outputs are not finite (NaN/inf logits): the model is broken (diverged training?)")
         if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
@@ -50,3 +56,14 @@ class Classifier:
         best = probs.argmax(-1)
         names = self.model.config.id2label
         return [(names[int(i)], float(p[i])) for i, p in zip(best, probs)]
+
+    def _windowed(self, firsts: list[str], seconds: Optional[list[str]], chunk: int = 32) -> torch.Tensor:
+        """One row of logits per input: its windows' logits combined (mean or max), windows run `chunk` at a time."""
+        features, doc = self.windows.encode(self.tokenizer, firsts, seconds)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(doc), chunk):
+                rows = {k: v[start : start + chunk] for k, v in features.items()}
+                enc = self.tokenizer.pad(rows, return_tensors="pt")
+                parts.append(self.model(**enc).logits.float())
+        return self.windows.aggregate(torch.cat(parts), torch.tensor(doc))[1]

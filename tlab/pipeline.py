@@ -24,6 +24,7 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.info(cfg.task)
+    tasks.check_options(task, cfg)
     from tlab import runtime
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
@@ -159,6 +160,7 @@ def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     quiet_libraries()
     from tlab import runtime
 
+    tasks.check_options(tasks.info(cfg.task), cfg)
     accelerator = runtime.make_accelerator(cfg, project_dir=None)
     summary = tasks.get(cfg.task).prepare(tasks.info(cfg.task), cfg, accelerator, echo).summary
     echo("preprocessed and cached: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
@@ -168,6 +170,7 @@ def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
 def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Score a checkpoint on a task's validation split(s): the same task code, training skipped."""
     task = tasks.get(cfg.task)
+    tasks.check_options(tasks.info(cfg.task), cfg)
     quiet_libraries()
     from tlab import runtime
 

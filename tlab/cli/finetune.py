@@ -24,6 +24,8 @@ def finetune(
     text_b: Annotated[Optional[str], typer.Option("--text-b", help="Second text column (sentence pairs).", rich_help_panel="Data")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="Label column of your files.", rich_help_panel="Data")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate inputs to this many tokens.", rich_help_panel="Data")] = None,
+    long_text: Annotated[Optional[str], typer.Option("--long-text", help="Sequence classification, inputs over --max-length: truncate (default) | mean | max (windows of --max-length tokens, their logits averaged or max-pooled per document).", rich_help_panel="Data")] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="With --long-text mean|max: tokens consecutive windows share (data.stride).", rich_help_panel="Data")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", help="none | embeddings | layers:N | encoder (only the head trains).", rich_help_panel="Model")] = None,
     lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (0 = full fine-tuning); the saved model is merged.", rich_help_panel="Model")] = None,
     lora_alpha: Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha.", rich_help_panel="Model")] = None,
@@ -73,7 +75,8 @@ def finetune(
                                eval_every=eval_every, save_every=save_every, gradient_checkpointing=gradient_checkpointing,
                                compile=compile, resume=resume, overwrite=overwrite, report_to=report_to)
         flags.update({"data.text_a_column": text_a, "data.text_b_column": text_b, "data.label_column": label_column,
-                      "data.max_length": max_length, "model.freeze": freeze, "model.lora_r": lora_r,
+                      "data.max_length": max_length, "data.long_text": long_text, "data.stride": stride,
+                      "model.freeze": freeze, "model.lora_r": lora_r,
                       "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience,
                       "translation.source_lang": source_lang, "translation.target_lang": target_lang,
                       "translation.warm_start": warm_start, "seq2seq.max_tokens": max_tokens,

@@ -12,8 +12,8 @@ from typing import Optional
 from tlab.errors import TlabError
 from tlab.tasks.contract import Family, Job, Prepared, PredictRequest, TaskInfo, TaskModule
 
-__all__ = ["FAMILIES", "Family", "Job", "Prepared", "PredictRequest", "TaskInfo", "TaskModule", "defaults_for",
-           "family_of_model", "for_prediction", "get", "info", "module_of", "registry"]
+__all__ = ["FAMILIES", "Family", "Job", "Prepared", "PredictRequest", "TaskInfo", "TaskModule", "check_options",
+           "defaults_for", "family_of_model", "for_prediction", "get", "info", "module_of", "registry"]
 
 
 def _architectures(config: dict) -> list[str]:
@@ -49,7 +49,7 @@ FAMILIES: dict[str, Family] = {
                   "TOKEN_CLS", "ner",
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
-                   detects=lambda c: True),
+                   detects=lambda c: True, long_text=True),
 }
 TRANSLATION_METRICS = ("bleu", "chrf")
 NER_METRICS = ("precision", "recall", "f1", "accuracy", "strict_f1")
@@ -133,6 +133,14 @@ def defaults_for(task: str, from_scratch: bool) -> dict:
     """The family's config defaults (below YAML and flags); its from-scratch recipe when there is no --model."""
     family = info(task).family
     return dict(family.from_scratch_defaults if from_scratch and family.from_scratch_defaults else family.defaults)
+
+
+def check_options(task: TaskInfo, cfg) -> None:
+    """One error for a generic option the task's family does not read (data.long_text mean | max)."""
+    if cfg.data.long_text != "truncate" and not task.family.long_text:
+        able = ", ".join(f.name for f in FAMILIES.values() if f.long_text)
+        raise TlabError(f"data.long_text (--long-text) {cfg.data.long_text} is for sequence classification (the {able} "
+                        f"family's tasks); {task.name} is a {task.family.name} task: leave it at truncate")
 
 
 def info(name: str) -> TaskInfo:

@@ -31,6 +31,8 @@ class Family:
     detects: Optional[Callable[[dict], bool]] = None
     # `tlab predict` flags that only this family reads (given, they pick it)
     predict_flags: tuple[str, ...] = ()
+    # reads data.long_text mean | max (documents in windows); the other families refuse it (tasks.check_options)
+    long_text: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Sequence classification (regression for STS-B) on the shared loop: the GLUE benchmarks, and through the
-data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB."""
+data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB.
+Documents longer than the window (data.long_text mean | max): windows whose logits are combined per document,
+in `long_text`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import glue_data, scaffold
+from tlab.tasks import glue_data, long_text, scaffold
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 from tlab.tasks.glue_data import held_out_by_sentence  # here since the family's start (scripts/ import it)
 
@@ -90,25 +92,44 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         model = finetuning.load_classifier(path, spec, cfg.model, for_training=train, head=info.head)
         finetuning.first_token_only_in_last_layer(model)
         max_length = scaffold.input_length(cfg.data.max_length, model.config)
-        train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
-        eval_tok = {k: tokenize(v, tokenizer, max_length, spec.is_regression).sort("length") for k, v in evals.items()}
+        pair = any("text_b" in ds.column_names for ds in [train_ds, *evals.values()] if ds is not None)
+        windows = long_text.windows_for(cfg, spec, tokenizer, max_length, pair)  # None: truncate
+        if windows is None:
+            train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
+            eval_tok = {k: tokenize(v, tokenizer, max_length, spec.is_regression).sort("length") for k, v in evals.items()}
+        else:  # one row per window, "index" naming its document (long_text)
+            train_tok = long_text.tokenize(train_ds, tokenizer, windows) if train_ds is not None else None
+            eval_tok = {k: long_text.tokenize(v, tokenizer, windows).sort("length") for k, v in evals.items()}
+        started = [] if train_ds is None else [long_text.start_line(  # training runs only: eval prints its scores
+            long_text.count_longer(train_ds, tokenizer, max_length, train_tok if windows else None), len(train_ds),
+            max_length, cfg.data.long_text)]
     if train:
         model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
+    for line in started:  # "N of M training examples are longer than max_length ... (truncated)", once all is well
+        log(line)
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    if windows is not None:  # evaluation rows carry their document's "index"
+        collate = long_text.IndexCollator(collate)
+    side = ["length"] if windows is None else ["length", "index"]
     job = Job(
         model=model,
-        train_data=train_tok.remove_columns("length").with_format("python") if train_tok is not None else None,
+        train_data=train_tok.remove_columns(side).with_format("python") if train_tok is not None else None,
         train_batches=scaffold.train_batches(info, cfg, len(train_tok), world, train_tok["length"])
         if train_tok is not None else None,
         collate=collate,
         eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length"]),
-        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, spec),
+        evaluate=(lambda m, loaders, acc: evaluate(m, loaders, acc, spec)) if windows is None
+        else (lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode)),
         main_metric=info.main_metric,
         greater_is_better=info.greater_is_better,
     )
-    summary = {"train_examples": 0 if train_tok is None else len(train_tok),
-               **{f"{k}_examples": len(v) for k, v in eval_tok.items()}, "labels": spec.label_names or "regression", **notes}
+    summary = {"train_examples": 0 if train_tok is None else len(train_ds),
+               **{f"{k}_examples": len(evals[k]) for k in eval_tok}, "labels": spec.label_names or "regression", **notes}
+    if windows is not None:
+        summary.update({"long_text": f"{windows.mode} of windows ({max_length} tokens, stride {windows.stride})",
+                        **({"train_windows": len(train_tok)} if train_tok is not None else {}),
+                        **{f"{k}_windows": len(v) for k, v in eval_tok.items()}})
     return Prepared(job, tokenizer, summary)
 
 
@@ -154,6 +175,9 @@ def predict(request: PredictRequest, echo) -> None:
     text_b = request.text_b
     pairs = [(line, text_b) if text_b is not None else tuple((line.split("\t", 1) + [None])[:2]) for line in lines]
     classifier = Classifier.load(request.model)
+    d = scaffold.run_config(request.model, request.task, request.overrides).data
+    if d.long_text != "truncate":  # a run trained on windows predicts on windows, combined the same way
+        classifier.windows = long_text.Windows(d.long_text, min(d.max_length, classifier.max_length), d.stride)
     for start in range(0, len(pairs), request.batch_size):
         chunk = pairs[start : start + request.batch_size]
         for (a, b), (label, score) in zip(chunk, classifier(chunk)):
