@@ -51,3 +51,12 @@ def lm_config(out: Path, train_file: Path, objective: str = "mlm", *overrides: s
                    "train.lr=2e-3", "train.warmup=0.1", "train.log_every=2", "data.validation_fraction=0.1",
                    *overrides],
     )
+
+
+def one_line_error(result, *needles) -> None:
+    """A CLI result that failed with one line naming the problem (each of `needles`) and no traceback."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from tlab import config, metrics, tasks
 from tlab.cli import app
 from tlab.tasks import classification_data as cd
@@ -37,14 +38,6 @@ def cfg_for(tmp_path: Path, train: list[str], validation: str | None = None, *ov
     return config.load(flags={"task": task, "model.name_or_path": MINILM, "data.train_files": train,
                               "data.validation_file": validation, "output_dir": str(tmp_path / "run")},
                        overrides=list(overrides))
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # -- labels ----------------------------------------------------------------------------------------------------
@@ -106,13 +99,13 @@ def test_bad_input_is_one_line(tmp_path):
     unseen = write_jsonl(tmp_path / "v.jsonl", [{"text": "meh", "label": "neg"}, {"text": "hm", "label": "mixed"}])
     out = str(tmp_path / "out")
     base = ["finetune", "--task", "classification", "--model", MINILM, "-o", out, "--max-steps", "1"]
-    _one_line_error(runner.invoke(app, [*base, "--train-file", train, "--validation-file", unseen]),
+    one_line_error(runner.invoke(app, [*base, "--train-file", train, "--validation-file", unseen]),
                     "'mixed'", "v.jsonl line 2", "never occurs in the training data")
-    _one_line_error(runner.invoke(app, [*base, "--train-file", train, "--validation-file", unseen, "--text-column", "review"]),
+    one_line_error(runner.invoke(app, [*base, "--train-file", train, "--validation-file", unseen, "--text-column", "review"]),
                     "lacks column(s) 'review'", "it has: 'text', 'label'")
     one = write_jsonl(tmp_path / "one.jsonl", [{"text": "good", "label": "pos"}, {"text": "fine", "label": "pos"}])
-    _one_line_error(runner.invoke(app, [*base, "--train-file", one]), "at least two classes")
-    _one_line_error(runner.invoke(app, base), "needs labelled data")
+    one_line_error(runner.invoke(app, [*base, "--train-file", one]), "at least two classes")
+    one_line_error(runner.invoke(app, base), "needs labelled data")
     assert not (tmp_path / "out").exists()
 
 
@@ -168,7 +161,7 @@ def test_eval_reads_the_labels_from_the_model_config(cls_run, tmp_path):
     run, _rows, _found, _output = cls_run
     other = write_jsonl(tmp_path / "v.jsonl", [{"review": "Dull.", "sentiment": "positive"}, {"review": "Great.", "sentiment": "neutral"}])
     result = runner.invoke(app, ["eval", "--model", str(run), "--validation-file", other])
-    _one_line_error(result, "'neutral'", "not one of the labels of the model")
+    one_line_error(result, "'neutral'", "not one of the labels of the model")
 
 
 @pytest.mark.slow

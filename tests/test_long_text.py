@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from tlab import config, tasks
 from tlab.cli import app
 from tlab.errors import TlabError
@@ -43,14 +44,6 @@ def model():
 def write_jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_a_short_text_gives_the_truncate_logits_exactly(tokenizer, model):
@@ -151,9 +144,9 @@ def test_bad_input_is_one_line(tmp_path):
     with pytest.raises(TlabError, match="text tokens"):  # below max_length but not below max_length less [CLS] [SEP]
         _prepare(tmp_path, "mean", "data.stride=15")
     out = str(tmp_path / "out")
-    _one_line_error(runner.invoke(app, ["finetune", "--task", "squad", "--model", MINILM, "-o", out, "--long-text", "mean"]),
+    one_line_error(runner.invoke(app, ["finetune", "--task", "squad", "--model", MINILM, "-o", out, "--long-text", "mean"]),
                     "sequence classification", "squad is a qa task")
-    _one_line_error(runner.invoke(app, ["finetune", "--task", "sst2", "--model", MINILM, "-o", out, "--long-text", "mean",
+    one_line_error(runner.invoke(app, ["finetune", "--task", "sst2", "--model", MINILM, "-o", out, "--long-text", "mean",
                                         "--max-length", "16"]), "data.stride", "below data.max_length")
     assert not Path(out).exists()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import one_line_error
 from tlab import config, tasks
 from tlab.cli import app
 from tlab.errors import TlabError
@@ -183,26 +184,18 @@ def test_lora_keeps_the_token_head_trainable():
     assert any("classifier" in name for name in trainable) and any("lora_" in name for name in trainable)
 
 
-def _one_line_error(result, *needles):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_bad_input_is_one_line(tmp_path):
     train = conll(tmp_path, "train.txt", "Ada B-PER\nwrote O\n\nRome B-LOC\nfell O\n")
     unseen = conll(tmp_path, "valid.txt", "Acme B-ORG\nsued O\n")
     out = str(tmp_path / "out")
     base = ["finetune", "--task", "ner", "--model", MINILM, "-o", out, "--max-steps", "1", "--train-file", train]
-    _one_line_error(runner.invoke(app, [*base, "--validation-file", unseen]), "B-ORG", "never seen in training")
+    one_line_error(runner.invoke(app, [*base, "--validation-file", unseen]), "B-ORG", "never seen in training")
     bad_prefix = conll(tmp_path, "prefix.txt", "Ada Q-PER\n")
-    _one_line_error(runner.invoke(app, [*base, "--validation-file", bad_prefix]), "unknown tag 'Q-PER'")
+    one_line_error(runner.invoke(app, [*base, "--validation-file", bad_prefix]), "unknown tag 'Q-PER'")
     empty = conll(tmp_path, "empty.txt", "")
-    _one_line_error(runner.invoke(app, [*base, "--validation-file", empty]), "empty")
+    one_line_error(runner.invoke(app, [*base, "--validation-file", empty]), "empty")
     few = conll(tmp_path, "few.txt", "Ada B-PER\nwrote\n")
-    _one_line_error(runner.invoke(app, [*base, "--validation-file", few]), "few.txt:2")
+    one_line_error(runner.invoke(app, [*base, "--validation-file", few]), "few.txt:2")
     for name, cfg in (("t5", {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "is_encoder_decoder": True}),
                       ("gpt2", {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})):
         folder = tmp_path / name
@@ -210,7 +203,7 @@ def test_bad_input_is_one_line(tmp_path):
         (folder / "config.json").write_text(json.dumps(cfg))
         result = runner.invoke(app, ["finetune", "--task", "ner", "--model", str(folder), "-o", out, "--train-file", train,
                                      "--validation-file", train])
-        _one_line_error(result, "NER needs an encoder")
+        one_line_error(result, "NER needs an encoder")
     assert not (tmp_path / "out").exists()
 
 
