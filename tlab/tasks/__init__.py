@@ -154,9 +154,7 @@ def info(name: str) -> TaskInfo:
 
 def get(name: str) -> TaskModule:
     """The task's family module (imported now: it brings torch and transformers)."""
-    module = importlib.import_module(info(name).family.module)
-    assert isinstance(module, TaskModule), f"{module.__name__} does not implement the task contract"
-    return module
+    return module_of(info(name).family)
 
 
 def module_of(family: Family) -> TaskModule:
