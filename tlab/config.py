@@ -53,6 +53,12 @@ class DataConfig:
     `tlab predict` average (mean) or take the per-class maximum (max) of a document's window logits)."""
     stride: int = 32
     """With long_text mean | max: tokens consecutive windows share; below max_length (less the special tokens)."""
+    eval_split: Optional[str] = None
+    """`tlab eval --split`: the split of the task's data to score instead of its validation split(s), by the name the
+    task gives it (conll2003: train, validation or testa, test or testb; a GLUE task: the splits of its files in
+    data_dir or of the Hub, e.g. mnli validation_mismatched). A task reading your files (--train-file,
+    --validation-file) knows only the split it validates on. Unset = the validation split(s); training always
+    validates on those."""
     max_train_samples: Optional[int] = None
     """Use only the first N training examples (quick runs)."""
     max_eval_samples: Optional[int] = None

@@ -92,13 +92,13 @@ def _wmt() -> dict[str, TaskInfo]:
 
 
 def _ner() -> dict[str, TaskInfo]:
-    from tlab.tasks.conll_data import CONLL2003_FILES, CONLL2003_LABELS, HUB_ID
+    from tlab.tasks.conll_data import CONLL2003_FILES, CONLL2003_LABELS, CONLL2003_SPLITS, HUB_ID
 
     family, metrics = FAMILIES["ner"], NER_METRICS
     files = "/".join(CONLL2003_FILES[s] for s in ("train", "validation"))
     return {
         "conll2003": TaskInfo("conll2003", family, f"{HUB_ID} or --data-dir with {files} (IOB1 or IOB2)", metrics, "f1",
-                              params={"hub": HUB_ID, "labels": CONLL2003_LABELS}),
+                              params={"hub": HUB_ID, "labels": CONLL2003_LABELS, "splits": CONLL2003_SPLITS}),
         "ner": TaskInfo("ner", family, "CoNLL-format columns or JSON Lines {tokens, ner_tags} (--train-file, "
                         "--validation-file; sentences held out when no validation file)", metrics, "f1",
                         params={"hub": None, "labels": None}),

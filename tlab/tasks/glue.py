@@ -70,9 +70,27 @@ def tokenize(ds, tokenizer, max_length: int, regression: bool):
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
 
 
+def named_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str):
+    """`tlab eval --split`: one split of the benchmark by its name, from the files in --data-dir (those present) or
+    the Hub; a split without labels (GLUE's test files: their labels are not public) is refused."""
+    d = cfg.data
+    known = glue_data.available_splits(spec, d.data_dir) if d.data_dir else list(spec.split_files)
+    if split not in known:
+        where = f" in --data-dir {d.data_dir}" if d.data_dir else ""
+        raise TlabError(f"task {spec.name} has no split {split!r}{where} (known: {', '.join(known)})")
+    ds = load_split(cfg, spec, split)
+    if len(ds) and all(label == -1 for label in ds["label"]):
+        raise TlabError(f"the {spec.name} {split} split has no labels to score (GLUE's test labels are not public): "
+                        f"score {' or '.join(spec.validation_splits)}, or submit predictions to the benchmark")
+    return ds
+
+
 def load_glue(spec: glue_data.GlueSpec, cfg: RunConfig, path: str, train: bool):
     """A GLUE benchmark's (spec, training set or None, {split: validation set}, summary notes). Tasks with
     a loader of their own in `params["loader"]` return the same, their spec holding the labels they found."""
+    d = cfg.data
+    if not train and d.eval_split and not d.validation_file and (d.data_dir or not d.train_files):
+        return spec, None, {d.eval_split: named_split(cfg, spec, d.eval_split)}, {}
     train_ds = load_split(cfg, spec, "train", cfg.data.train_files) if train else None
     if train_ds is not None and len(train_ds) == 0:
         raise TlabError(f"no {spec.name} training examples found")
@@ -84,6 +102,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     path = scaffold.require_model(cfg)
     with accelerator.main_process_first():
         spec, train_ds, evals, notes = info.params.get("loader", load_glue)(info.params["spec"], cfg, path, train)
+        evals = scaffold.only_split(evals, cfg, info.name) if not train else evals
         if train and not spec.is_regression and -1 in train_ds.unique("label"):
             raise TlabError(f"the {spec.name} training data has no labels")
         train_ds = scaffold.clip(train_ds, cfg.data.max_train_samples)
