@@ -37,6 +37,23 @@ class Classifier:
 
     def __call__(self, pairs: list[tuple[str, Optional[str]]]) -> list[tuple[Optional[str], float]]:
         """(label, probability) per input, or (None, score) for a regression model."""
+        return [(found.get("label"), found["score"]) for found in self.predict(pairs)]
+
+    def predict(self, pairs: list[tuple[str, Optional[str]]]) -> list[dict]:
+        """Per input: {"label", "score" (its probability), "probabilities" (every label's)}; {"score"} for a
+        regression model."""
+        logits = self.logits(pairs)
+        if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
+            return [{"score": float(v)} for v in logits.squeeze(-1)]
+        names = self.model.config.id2label
+        found = []
+        for p in logits.softmax(-1).tolist():
+            best = max(range(len(p)), key=p.__getitem__)
+            found.append({"label": names[best], "score": p[best], "probabilities": {names[i]: v for i, v in enumerate(p)}})
+        return found
+
+    def logits(self, pairs: list[tuple[str, Optional[str]]]) -> torch.Tensor:
+        """(N, labels) float logits of the inputs (windows combined for a windowed run); refuses non-finite ones."""
         firsts = [a for a, _ in pairs]
         seconds = [b for _, b in pairs]
         if any(b is None for b in seconds) and not all(b is None for b in seconds):
@@ -50,12 +67,7 @@ class Classifier:
                 logits = self.model(**enc).logits.float()
         if not torch.isfinite(logits).all():  # NaN weights (a diverged run) would print "negative nan"
             raise TlabError("model outputs are not finite (NaN/inf logits): the model is broken (diverged training?)")
-        if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
-            return [(None, float(v)) for v in logits.squeeze(-1)]
-        probs = logits.softmax(-1)
-        best = probs.argmax(-1)
-        names = self.model.config.id2label
-        return [(names[int(i)], float(p[i])) for i, p in zip(best, probs)]
+        return logits
 
     def _windowed(self, firsts: list[str], seconds: Optional[list[str]], chunk: int = 32) -> torch.Tensor:
         """One row of logits per input: its windows' logits combined (mean or max), windows run `chunk` at a time."""

@@ -185,7 +185,10 @@ save = finetuning.save  # LoRA merged, safetensors
 
 def predict(request: PredictRequest, echo) -> None:
     """Label, probability and text per input (score and text for regression): texts, else stdin lines; a tab
-    (or --text-b) gives the second sentence of a pair."""
+    (or --text-b) gives the second sentence of a pair. --json: {"text"[, "text_b"], "label", "score",
+    "probabilities"} per input ({"text", "score"} for regression)."""
+    import json
+
     from tlab.inference import Classifier
 
     lines = request.texts or [line.rstrip("\r") for line in request.stdin().split("\n") if line.strip()]
@@ -199,6 +202,10 @@ def predict(request: PredictRequest, echo) -> None:
         classifier.windows = long_text.Windows(d.long_text, min(d.max_length, classifier.max_length), d.stride)
     for start in range(0, len(pairs), request.batch_size):
         chunk = pairs[start : start + request.batch_size]
-        for (a, b), (label, score) in zip(chunk, classifier(chunk)):
+        for (a, b), found in zip(chunk, classifier.predict(chunk)):
+            if request.json_lines:
+                echo(json.dumps({"text": a, **({"text_b": b} if b is not None else {}), **found}, ensure_ascii=False))
+                continue
             shown = a if b is None else f"{a}\t{b}"
-            echo(f"{label}\t{score:.4f}\t{shown}" if label is not None else f"{score:.4f}\t{shown}")
+            score = found["score"]
+            echo(f"{found['label']}\t{score:.4f}\t{shown}" if "label" in found else f"{score:.4f}\t{shown}")

@@ -321,7 +321,10 @@ class Tagger:
 def predict(request: PredictRequest, echo) -> None:
     """One line per entity: text, type, character span in the input (start-end) and score (the mean probability
     of its words' tags). Texts as arguments, else one text per stdin line; with several inputs each line starts
-    with the input's number (1-based), and an input without entities prints nothing."""
+    with the input's number (1-based), and an input without entities prints nothing. --json: one object per
+    (non-blank) input, {"line", "text", "entities": [{"text", "type", "start", "end", "score"}]}, entities or not."""
+    import json
+
     lines = list(request.texts) if request.texts else [line.rstrip("\r") for line in request.stdin().split("\n")]
     if not request.texts and lines and lines[-1] == "":
         lines.pop()
@@ -332,7 +335,11 @@ def predict(request: PredictRequest, echo) -> None:
     several = len(lines) > 1
     for start in range(0, len(numbered), request.batch_size):
         chunk = numbered[start : start + request.batch_size]
-        for (number, _text), found in zip(chunk, tagger([t for _, t in chunk])):
+        for (number, text), found in zip(chunk, tagger([t for _, t in chunk])):
+            if request.json_lines:
+                entities = [{"text": e["entity"], **{k: e[k] for k in ("type", "start", "end", "score")}} for e in found]
+                echo(json.dumps({"line": number, "text": text, "entities": entities}, ensure_ascii=False))
+                continue
             for e in found:
                 prefix = f"{number}\t" if several else ""
                 echo(f"{prefix}{e['entity']}\t{e['type']}\t{e['start']}-{e['end']}\t{e['score']:.4f}")
