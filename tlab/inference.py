@@ -19,6 +19,9 @@ class Classifier:
     # documents cut into windows and their logits combined (tlab.tasks.long_text.Windows: encode, aggregate) for a
     # run trained with data.long_text mean | max; None = truncated at max_length
     windows: Optional[object] = None
+    # a multi-label classifier (problem_type multi_label_classification) predicts every label whose sigmoid
+    # probability is above this (classification.threshold)
+    threshold: float = 0.5
 
     @classmethod
     def load(cls, name: str) -> "Classifier":
@@ -36,17 +39,29 @@ class Classifier:
         return cls(model, modeling.load_tokenizer(path), modeling.max_positions(config) or 512)
 
     def __call__(self, pairs: list[tuple[str, Optional[str]]]) -> list[tuple[Optional[str], float]]:
-        """(label, probability) per input, or (None, score) for a regression model."""
+        """(label, probability) per input, or (None, score) for a regression model (single-label models: see
+        `predict` for the label sets of a multi-label one)."""
         return [(found.get("label"), found["score"]) for found in self.predict(pairs)]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model.config.problem_type == finetuning.MULTI_LABEL
 
     def predict(self, pairs: list[tuple[str, Optional[str]]]) -> list[dict]:
         """Per input: {"label", "score" (its probability), "probabilities" (every label's)}; {"score"} for a
-        regression model."""
+        regression model; {"labels", "scores" (those above the threshold, most probable first), "probabilities"
+        (every label's sigmoid)} for a multi-label one."""
         logits = self.logits(pairs)
         if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
             return [{"score": float(v)} for v in logits.squeeze(-1)]
         names = self.model.config.id2label
         found = []
+        if self.multi_label:
+            for p in logits.sigmoid().tolist():
+                above = sorted((i for i, v in enumerate(p) if v > self.threshold), key=lambda i: -p[i])
+                found.append({"labels": [names[i] for i in above], "scores": [p[i] for i in above],
+                              "probabilities": {names[i]: v for i, v in enumerate(p)}})
+            return found
         for p in logits.softmax(-1).tolist():
             best = max(range(len(p)), key=p.__getitem__)
             found.append({"label": names[best], "score": p[best], "probabilities": {names[i]: v for i, v in enumerate(p)}})
