@@ -57,6 +57,7 @@ def scored(run: Path, out: Path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_eval_split_testb_scores_the_test_file(ner_run, tmp_path):
     run, data = ner_run
     default = scored(run, tmp_path / "default.json")
@@ -72,6 +73,7 @@ def test_eval_split_testb_scores_the_test_file(ner_run, tmp_path):
     assert train["examples"] == SENTENCES["eng.train"]
 
 
+@pytest.mark.slow
 def test_an_unknown_split_is_one_line_naming_the_known_ones(ner_run, tmp_path):
     run, data = ner_run
     one_line_error(runner.invoke(app, ["eval", "--model", str(run), "--split", "dev"]),

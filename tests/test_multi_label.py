@@ -145,6 +145,7 @@ def ml_run(tmp_path_factory):
     return out, train, valid, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_run_beats_the_most_frequent_label_set_and_eval_reproduces_it(ml_run, tmp_path):
     run, train, valid, found = ml_run
     names = ["LOC", "MISC", "ORG", "PER"]
@@ -168,6 +169,7 @@ def test_run_beats_the_most_frequent_label_set_and_eval_reproduces_it(ml_run, tm
                    "is a multi-label classifier")
 
 
+@pytest.mark.slow
 def test_predict_prints_every_label_above_the_threshold(ml_run):
     run, *_ = ml_run
     texts = ["Germany beat England 2-0 in London on Saturday .", "Peter Blackburn of Reuters said on Tuesday ."]
@@ -184,6 +186,7 @@ def test_predict_prints_every_label_above_the_threshold(ml_run):
     assert "LOC" in json.loads(as_json.output.splitlines()[0])["labels"]  # at 0.3: the sentence names three places
 
 
+@pytest.mark.slow
 def test_transformers_pipeline_gives_every_label_its_sigmoid(ml_run):
     from transformers import pipeline
 
