@@ -53,6 +53,12 @@ class DataConfig:
     `tlab predict` average (mean) or take the per-class maximum (max) of a document's window logits)."""
     stride: int = 32
     """With long_text mean | max: tokens consecutive windows share; below max_length (less the special tokens)."""
+    eval_split: Optional[str] = None
+    """`tlab eval --split`: the split of the task's data to score instead of its validation split(s), by the name the
+    task gives it (conll2003: train, validation or testa, test or testb; a GLUE task: the splits of its files in
+    data_dir or of the Hub, e.g. mnli validation_mismatched). A task reading your files (--train-file,
+    --validation-file) knows only the split it validates on. Unset = the validation split(s); training always
+    validates on those."""
     max_train_samples: Optional[int] = None
     """Use only the first N training examples (quick runs)."""
     max_eval_samples: Optional[int] = None
@@ -325,6 +331,27 @@ class NERConfig:
 
 
 @dataclass(frozen=True)
+class ClassificationConfig:
+    """Sequence classification of your own labelled files (--task classification): several labels per text."""
+
+    multi_label: bool = False
+    """Each text has a set of labels, none, one or several (--multi-label): the label column holds a list per row
+    (JSON Lines ["sports", "politics"] or [0, 3]) or, in CSV/TSV, the names joined by label_separator
+    ("sports|politics", "" for none). Trained with a sigmoid and binary cross-entropy per label, scored by micro-
+    and macro-averaged F1 and subset accuracy (every label right); `tlab predict` prints every label above threshold."""
+    label_separator: str = "|"
+    """With multi_label: what separates the labels of one row in a text field (a CSV/TSV cell, a JSON string)."""
+    threshold: float = 0.5
+    """With multi_label: a label is predicted when its probability (sigmoid) is above this, in evaluation and
+    `tlab predict` (`tlab predict --set classification.threshold=0.3`, `tlab eval classification.threshold=0.3`)."""
+
+    def __post_init__(self):
+        _check(0 < self.threshold < 1, f"classification.threshold must be between 0 and 1, got {self.threshold}")
+        _check(bool(self.label_separator.strip()),
+               f"classification.label_separator must be visible text such as | or , (got {self.label_separator!r})")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "mlm"
     """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
@@ -341,6 +368,7 @@ class RunConfig:
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     ner: NERConfig = field(default_factory=NERConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per optimizer step: per-device batch x processes x accumulation."""

@@ -257,7 +257,8 @@ class LMCollator:
 
 class PadCollator:
     """Pads tokenized examples to the longest in the batch (dynamic padding): (B, T_max) tensors. Labels are one
-    per example (B,) or one per token (token classification), padded with -100, which the loss ignores."""
+    per example (B,), one per token (token classification), padded with -100, which the loss ignores, or a
+    multi-hot row of floats per example (multi-label classification: (B, labels), nothing to pad)."""
 
     LABEL_PAD = -100
 
@@ -274,7 +275,9 @@ class PadCollator:
             batch[key] = torch.tensor([r[key] + [fill] * (longest - len(r[key])) for r in rows], dtype=torch.long)
         if "labels" in rows[0]:
             labels = [r["labels"] for r in rows]
-            if isinstance(labels[0], list):  # (B, T_max)
+            if isinstance(labels[0], list) and labels[0] and isinstance(labels[0][0], float):  # (B, labels) targets
+                batch["labels"] = torch.tensor(labels, dtype=torch.float32)
+            elif isinstance(labels[0], list):  # (B, T_max)
                 labels = [row + [self.LABEL_PAD] * (longest - len(row)) for row in labels]
                 batch["labels"] = torch.tensor(labels, dtype=torch.long)
             else:  # (B,)

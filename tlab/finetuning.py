@@ -23,6 +23,9 @@ def load_model(head: str, path: str, cfg: ModelConfig, for_training: bool, train
     return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, **config_fields)
 
 
+MULTI_LABEL = "multi_label_classification"  # transformers' problem_type: sigmoid + BCE per label
+
+
 def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool,
                     head: str = "AutoModelForSequenceClassification"):
     """A sequence classifier with the task's labels. For training, any encoder checkpoint will do (a new head
@@ -33,18 +36,28 @@ def load_classifier(path: str, spec, cfg: ModelConfig, for_training: bool,
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     except Exception as exc:
         raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
-    labels = spec.label_names
+    labels, multi = spec.label_names, getattr(spec, "multi_label", False)
     if not for_training:
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
             raise TlabError(f"{path} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
         if config.num_labels != spec.num_labels:
             raise TlabError(f"{path} predicts {config.num_labels} labels but task {spec.name} has {spec.num_labels}")
+        check_problem_type(path, config, multi)
         check_label_names(path, config, spec)
         return load_model(head, path, cfg, False, "classification head")
-    extra = {"num_labels": spec.num_labels, "problem_type": "regression" if labels is None else "single_label_classification"}
+    problem = "regression" if labels is None else MULTI_LABEL if multi else "single_label_classification"
+    extra = {"num_labels": spec.num_labels, "problem_type": problem}
     if labels is not None:
         extra.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     return load_model(head, path, cfg, True, "classification head", **extra)
+
+
+def check_problem_type(path: str, config, multi_label: bool) -> None:
+    """A multi-label classifier (sigmoid per label) read as a single-label one (softmax), or the reverse, would
+    score nonsense: one error saying which it is."""
+    if multi_label != (config.problem_type == MULTI_LABEL):
+        raise TlabError(f"{path} is {'a multi-label' if not multi_label else 'a single-label'} classifier: score it "
+                        f"with classification.multi_label={str(not multi_label).lower()}")
 
 
 def check_label_names(path: str, config, spec) -> None:

@@ -19,6 +19,9 @@ class Classifier:
     # documents cut into windows and their logits combined (tlab.tasks.long_text.Windows: encode, aggregate) for a
     # run trained with data.long_text mean | max; None = truncated at max_length
     windows: Optional[object] = None
+    # a multi-label classifier (problem_type multi_label_classification) predicts every label whose sigmoid
+    # probability is above this (classification.threshold)
+    threshold: float = 0.5
 
     @classmethod
     def load(cls, name: str) -> "Classifier":
@@ -36,7 +39,36 @@ class Classifier:
         return cls(model, modeling.load_tokenizer(path), modeling.max_positions(config) or 512)
 
     def __call__(self, pairs: list[tuple[str, Optional[str]]]) -> list[tuple[Optional[str], float]]:
-        """(label, probability) per input, or (None, score) for a regression model."""
+        """(label, probability) per input, or (None, score) for a regression model (single-label models: see
+        `predict` for the label sets of a multi-label one)."""
+        return [(found.get("label"), found["score"]) for found in self.predict(pairs)]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.model.config.problem_type == finetuning.MULTI_LABEL
+
+    def predict(self, pairs: list[tuple[str, Optional[str]]]) -> list[dict]:
+        """Per input: {"label", "score" (its probability), "probabilities" (every label's)}; {"score"} for a
+        regression model; {"labels", "scores" (those above the threshold, most probable first), "probabilities"
+        (every label's sigmoid)} for a multi-label one."""
+        logits = self.logits(pairs)
+        if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
+            return [{"score": float(v)} for v in logits.squeeze(-1)]
+        names = self.model.config.id2label
+        found = []
+        if self.multi_label:
+            for p in logits.sigmoid().tolist():
+                above = sorted((i for i, v in enumerate(p) if v > self.threshold), key=lambda i: -p[i])
+                found.append({"labels": [names[i] for i in above], "scores": [p[i] for i in above],
+                              "probabilities": {names[i]: v for i, v in enumerate(p)}})
+            return found
+        for p in logits.softmax(-1).tolist():
+            best = max(range(len(p)), key=p.__getitem__)
+            found.append({"label": names[best], "score": p[best], "probabilities": {names[i]: v for i, v in enumerate(p)}})
+        return found
+
+    def logits(self, pairs: list[tuple[str, Optional[str]]]) -> torch.Tensor:
+        """(N, labels) float logits of the inputs (windows combined for a windowed run); refuses non-finite ones."""
         firsts = [a for a, _ in pairs]
         seconds = [b for _, b in pairs]
         if any(b is None for b in seconds) and not all(b is None for b in seconds):
@@ -50,12 +82,7 @@ class Classifier:
                 logits = self.model(**enc).logits.float()
         if not torch.isfinite(logits).all():  # NaN weights (a diverged run) would print "negative nan"
             raise TlabError("model outputs are not finite (NaN/inf logits): the model is broken (diverged training?)")
-        if self.model.config.problem_type == "regression" or logits.shape[-1] == 1:
-            return [(None, float(v)) for v in logits.squeeze(-1)]
-        probs = logits.softmax(-1)
-        best = probs.argmax(-1)
-        names = self.model.config.id2label
-        return [(names[int(i)], float(p[i])) for i, p in zip(best, probs)]
+        return logits
 
     def _windowed(self, firsts: list[str], seconds: Optional[list[str]], chunk: int = 32) -> torch.Tensor:
         """One row of logits per input: its windows' logits combined (mean or max), windows run `chunk` at a time."""

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tlab import __version__, config, outputs, tasks, trackers
 from tlab.config import RunConfig
+from tlab.errors import TlabError
 from tlab.runtime import quiet_libraries
 
 
@@ -25,6 +26,9 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.info(cfg.task)
     tasks.check_options(task, cfg)
+    if cfg.data.eval_split:
+        raise TlabError(f"data.eval_split {cfg.data.eval_split!r} picks what `tlab eval --split` scores; training "
+                        "validates on the task's validation split: leave it unset")
     from tlab import runtime
 
     # fail fast, before loading anything (RANK: set for each process by torchrun and accelerate launch)
@@ -177,15 +181,19 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
     accelerator = runtime.make_accelerator(cfg, project_dir=None)
     prepared = task.prepare(tasks.info(cfg.task), cfg, accelerator, echo, train=False)
     job, summary = prepared.job, prepared.summary
-    model, *loaders = accelerator.prepare(job.model, *job.eval_loaders.values())
+    from tlab.tasks import scaffold
+
+    splits = scaffold.only_split(job.eval_loaders, cfg, cfg.task)  # data.eval_split (--split): that one alone
+    model, *loaders = accelerator.prepare(job.model, *splits.values())
     start = time.perf_counter()
     with runtime.attention_kernels(accelerator):
-        scores = job.evaluate(model, dict(zip(job.eval_loaders, loaders)), accelerator)
+        scores = job.evaluate(model, dict(zip(splits, loaders)), accelerator)
     seconds = time.perf_counter() - start
-    examples = sum(v for k, v in summary.items() if k.endswith("_examples") and k != "train_examples")
+    # the scored splits' counts (`<split>_examples`; the split may be "train", whose count then replaces the 0)
+    examples = sum(summary.get(f"{k}_examples", 0) for k in splits)
     return {
         "task": cfg.task,
-        "splits": list(job.eval_loaders),
+        "splits": list(splits),
         "examples": examples,
         "metrics": scores,
         "model": cfg.model.name_or_path,

@@ -18,6 +18,7 @@ def eval_command(
     model: o.Model = None,
     data_dir: o.DataDir = None,
     validation_file: o.ValidationFile = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Score this split of the task's data instead of its validation split(s), by the task's name for it, e.g. test or testb for conll2003, validation_mismatched for mnli (data.eval_split; `tlab tasks` lists the tasks).", rich_help_panel="Data")] = None,
     minimum: Annotated[Optional[list[str]], typer.Option("--min", help="Gate: metric=value; exit 1 when the metric is below it (repeatable).")] = None,
     maximum: Annotated[Optional[list[str]], typer.Option("--max", help="Gate: metric=value; exit 1 when the metric is above it, e.g. perplexity=40.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", help="Write the results as JSON to this file.")] = None,
@@ -26,10 +27,13 @@ def eval_command(
     config: o.ConfigFile = None,
     overrides: o.Overrides = None,
 ) -> None:
-    """Evaluate a checkpoint on a task's validation data. Exit codes: 0 every --min/--max holds, 1 a gate failed,
-    2 anything else (bad input, a model that does not fit the task or outputs NaN, an unexpected error).
+    """Evaluate a checkpoint on a task's validation data, or on another split of it (--split). Exit codes: 0 every
+    --min/--max holds, 1 a gate failed, 2 anything else (bad input, a model that does not fit the task or outputs
+    NaN, an unexpected error).
 
-    [dim]Example (a CI gate):[/dim]  tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json
+    [dim]Examples (CI gates):[/dim]
+      tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json
+      tlab eval --task conll2003 --model runs/ner --split testb --min f1=0.85 --output test.json
     """
     code = PASSED
     with user_errors(unexpected_exit=BROKEN):
@@ -40,6 +44,7 @@ def eval_command(
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
         flags["train.eval_batch_size"] = batch_size
+        flags["data.eval_split"] = split
         # A tlab run is scored the way it was trained: its config.yaml (task, max length, held-out split and seed,
         # task options) is the base that --config, flags and key=value override.
         run_config = outputs.run_config_of(model) if model else None

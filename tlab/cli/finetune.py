@@ -23,6 +23,8 @@ def finetune(
     text_a: Annotated[Optional[str], typer.Option("--text-a", "--text-column", help="(First) text column of --train-file/--validation-file (data.text_a_column).", rich_help_panel="Data")] = None,
     text_b: Annotated[Optional[str], typer.Option("--text-b", help="Second text column (sentence pairs).", rich_help_panel="Data")] = None,
     label_column: Annotated[Optional[str], typer.Option("--label-column", help="Label column of your files.", rich_help_panel="Data")] = None,
+    multi_label: Annotated[Optional[bool], typer.Option("--multi-label", help="--task classification: a set of labels per text (a JSON Lines list, or a|b in CSV/TSV); sigmoid per label, micro/macro F1 (classification.multi_label; classification.threshold, default 0.5).", rich_help_panel="Data")] = None,
+    label_separator: Annotated[Optional[str], typer.Option("--label-separator", help="With --multi-label: what joins the labels of a CSV/TSV field (default |; classification.label_separator).", rich_help_panel="Data")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Truncate inputs to this many tokens.", rich_help_panel="Data")] = None,
     long_text: Annotated[Optional[str], typer.Option("--long-text", help="Sequence classification, inputs over --max-length: truncate (default) | mean | max (windows of --max-length tokens, their logits averaged or max-pooled per document).", rich_help_panel="Data")] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="With --long-text mean|max: tokens consecutive windows share (data.stride).", rich_help_panel="Data")] = None,
@@ -66,6 +68,7 @@ def finetune(
       tlab finetune --task wmt14-en-de --data-dir wmt14_en_de/      # train.en/train.de/valid.en/valid.de, from scratch
       tlab finetune --task conll2003 --model $MINILM --data-dir conll2003/   # eng.train / eng.testa
       tlab finetune --task classification --model $MINILM --train-file reviews.jsonl --text-column text --label-column label
+      tlab finetune --task classification --model $MINILM --train-file topics.jsonl --multi-label   # ["sports", "politics"]
       accelerate launch -m tlab finetune --task mnli --model roberta-base --precision bf16
     """
     with user_errors():
@@ -75,6 +78,7 @@ def finetune(
                                eval_every=eval_every, save_every=save_every, gradient_checkpointing=gradient_checkpointing,
                                compile=compile, resume=resume, overwrite=overwrite, report_to=report_to)
         flags.update({"data.text_a_column": text_a, "data.text_b_column": text_b, "data.label_column": label_column,
+                      "classification.multi_label": multi_label, "classification.label_separator": label_separator,
                       "data.max_length": max_length, "data.long_text": long_text, "data.stride": stride,
                       "model.freeze": freeze, "model.lora_r": lora_r,
                       "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience,

@@ -31,7 +31,8 @@ def predict(
     context: Annotated[Optional[str], typer.Option("--context", help="Question answering: the text holding the answer.")] = None,
     task: o.Task = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 64,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Translation: a config override key=value, e.g. seq2seq.num_beams=1 (repeatable).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="A config override key=value, e.g. seq2seq.num_beams=1 or classification.threshold=0.3 (repeatable).")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout instead of tab-separated text: the input and every score (all label probabilities, entities, answer span, translation).")] = False,
 ) -> None:
     """Print label, probability and text for each input (score and text for regression models); for a question
     answering model, answer, character span in the context and score ("no answer" when a v2 model abstains); for a
@@ -45,6 +46,7 @@ def predict(
       tlab predict --model runs/squad < questions.jsonl      # {"question": ..., "context": ...} per line
       tlab predict --model runs/wmt14 "The house is small."  # translation; or one sentence per stdin line
       tlab predict --model runs/ner "Angela Merkel visited Paris."
+      tlab predict --model runs/sst2 --json < texts.txt   # {"text", "label", "score", "probabilities"} per line
     """
     with user_errors():
         from tlab.errors import TlabError
@@ -59,5 +61,5 @@ def predict(
         family = tasks.for_prediction(model, task, given)
         request = tasks.PredictRequest(model=model, task=task, texts=list(texts or []), batch_size=batch_size,
                                        text_b=text_b, question=question, context=context,
-                                       overrides=list(overrides or []), stdin=stdin_text)
+                                       overrides=list(overrides or []), stdin=stdin_text, json_lines=json_lines)
         tasks.module_of(family).predict(request, typer.echo)

@@ -49,7 +49,7 @@ FAMILIES: dict[str, Family] = {
                   "TOKEN_CLS", "ner",
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
-                   detects=lambda c: True, long_text=True),
+                   "classification", detects=lambda c: True, long_text=True),
 }
 TRANSLATION_METRICS = ("bleu", "chrf")
 NER_METRICS = ("precision", "recall", "f1", "accuracy", "strict_f1")
@@ -66,14 +66,15 @@ def _glue() -> dict[str, TaskInfo]:
 
 
 def _classification() -> dict[str, TaskInfo]:
-    from tlab.tasks import classification_data as c
+    from tlab.tasks import classification_data as c, multi_label
 
     family = FAMILIES["glue"]
     return {
         "classification": TaskInfo("classification", family, "your labelled files: --train-file / --validation-file "
                                    "(CSV, TSV, JSON Lines; --text-column, --label-column; labels read off the training "
-                                   "data) or data.dataset", c.METRICS, "accuracy",
-                                   params={"spec": c.CLASSIFICATION, "loader": c.load}),
+                                   "data; --multi-label: a set of labels per text) or data.dataset", c.METRICS,
+                                   "accuracy", params={"spec": c.CLASSIFICATION, "loader": c.load,
+                                                       "multi_label_loader": multi_label.load}),
         "imdb": TaskInfo("imdb", family, f"{c.IMDB_HUB} or --data-dir with train.jsonl (text, label 0/1; validation "
                          "carved out of it unless a validation/test file is beside it)", c.METRICS, "accuracy",
                          params={"spec": c.IMDB, "loader": c.load}),
@@ -92,13 +93,13 @@ def _wmt() -> dict[str, TaskInfo]:
 
 
 def _ner() -> dict[str, TaskInfo]:
-    from tlab.tasks.conll_data import CONLL2003_FILES, CONLL2003_LABELS, HUB_ID
+    from tlab.tasks.conll_data import CONLL2003_FILES, CONLL2003_LABELS, CONLL2003_SPLITS, HUB_ID
 
     family, metrics = FAMILIES["ner"], NER_METRICS
     files = "/".join(CONLL2003_FILES[s] for s in ("train", "validation"))
     return {
         "conll2003": TaskInfo("conll2003", family, f"{HUB_ID} or --data-dir with {files} (IOB1 or IOB2)", metrics, "f1",
-                              params={"hub": HUB_ID, "labels": CONLL2003_LABELS}),
+                              params={"hub": HUB_ID, "labels": CONLL2003_LABELS, "splits": CONLL2003_SPLITS}),
         "ner": TaskInfo("ner", family, "CoNLL-format columns or JSON Lines {tokens, ner_tags} (--train-file, "
                         "--validation-file; sentences held out when no validation file)", metrics, "f1",
                         params={"hub": None, "labels": None}),
@@ -136,11 +137,20 @@ def defaults_for(task: str, from_scratch: bool) -> dict:
 
 
 def check_options(task: TaskInfo, cfg) -> None:
-    """One error for a generic option the task's family does not read (data.long_text mean | max)."""
+    """One error for an option the task does not read (data.long_text mean | max outside sequence classification,
+    classification.multi_label outside the tasks whose params name a `multi_label_loader`)."""
     if cfg.data.long_text != "truncate" and not task.family.long_text:
         able = ", ".join(f.name for f in FAMILIES.values() if f.long_text)
         raise TlabError(f"data.long_text (--long-text) {cfg.data.long_text} is for sequence classification (the {able} "
                         f"family's tasks); {task.name} is a {task.family.name} task: leave it at truncate")
+    if cfg.classification.multi_label:
+        able = ", ".join(t.name for t in registry().values() if t.params.get("multi_label_loader"))
+        if not task.params.get("multi_label_loader"):
+            raise TlabError(f"--multi-label (classification.multi_label) is for --task {able} (your own files); {task.name} "
+                            "has one label per example")
+        if cfg.data.long_text != "truncate":
+            raise TlabError(f"--multi-label reads texts truncated at data.max_length: --long-text {cfg.data.long_text} "
+                            "(windows) is for single-label classification")
 
 
 def info(name: str) -> TaskInfo:

@@ -69,9 +69,12 @@ def file_labels(path: str, columns: Sequence[Optional[str]], label_column: str) 
     return found
 
 
-def model_labels(path: str, trust_remote_code: bool = False) -> tuple[str, ...]:
-    """The label names a fine-tuned classifier was saved with (its config's id2label), in index order."""
+def model_labels(path: str, trust_remote_code: bool = False, multi_label: Optional[bool] = None) -> tuple[str, ...]:
+    """The label names a fine-tuned classifier was saved with (its config's id2label), in index order; given
+    `multi_label`, the classifier must be of that kind (before its labels are matched against the data)."""
     from transformers import AutoConfig
+
+    from tlab import finetuning
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -79,6 +82,8 @@ def model_labels(path: str, trust_remote_code: bool = False) -> tuple[str, ...]:
         raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise TlabError(f"{path} holds no sequence classifier (architectures: {config.architectures}); fine-tune it first")
+    if multi_label is not None:
+        finetuning.check_problem_type(path, config, multi_label)
     return tuple(str(config.id2label[i]) for i in sorted(config.id2label, key=int))
 
 
@@ -169,12 +174,14 @@ def _hub(spec: GlueSpec, cfg: RunConfig, hub: str, names: Optional[Sequence[str]
     return convert(found["train"], "train"), validation, tuple(names)
 
 
-def load(spec: GlueSpec, cfg: RunConfig, path: str, train: bool):
+def load(spec: GlueSpec, cfg: RunConfig, path: str, train: bool, read=_read):
     """(spec with its label names, training set or None, {split: validation set}, notes) for `glue.prepare`:
-    from --train-file / --validation-file, --data-dir, or the Hub (data.dataset; IMDB's own without either)."""
+    from --train-file / --validation-file, --data-dir, or the Hub (data.dataset; IMDB's own without either).
+    `read(spec, cfg, files, names, whose) -> (dataset, names)` reads files (multi_label.read: label sets)."""
     d = cfg.data
     # tlab eval: the labels the model was trained with, from its config (a discovered set is never rediscovered)
-    names = None if train else (spec.label_names or model_labels(path, cfg.model.trust_remote_code))
+    names = None if train else (spec.label_names or model_labels(path, cfg.model.trust_remote_code,
+                                                                 cfg.classification.multi_label))
     whose = "never occurs in the training data" if train else f"is not one of the labels of the model {path}"
     train_files, validation_file = list(d.train_files), d.validation_file
     if not train_files and d.data_dir:
@@ -184,16 +191,16 @@ def load(spec: GlueSpec, cfg: RunConfig, path: str, train: bool):
     train_ds = validation = source = None
     if train_files:
         if train or not validation_file:  # the held-out part of the training data needs the training data
-            train_ds, names = _read(spec, cfg, train_files, names, whose)
+            train_ds, names = read(spec, cfg, train_files, names, whose)
         if validation_file:
-            validation, source = _read(spec, cfg, [validation_file], names, whose)[0], validation_file
+            validation, source = read(spec, cfg, [validation_file], names, whose)[0], validation_file
     elif validation_file and not train:
-        validation, source = _read(spec, cfg, [validation_file], names, whose)[0], validation_file
+        validation, source = read(spec, cfg, [validation_file], names, whose)[0], validation_file
     elif hub:
         train_ds, validation, names = _hub(spec, cfg, hub, names)
         source = f"{hub} validation split"
         if validation_file:
-            validation, source = _read(spec, cfg, [validation_file], names, whose)[0], validation_file
+            validation, source = read(spec, cfg, [validation_file], names, whose)[0], validation_file
     else:
         raise TlabError(f"--task {spec.name} needs labelled data: --train-file (CSV, TSV, JSON Lines; "
                         "--text-column, --label-column), --data-dir with train.jsonl, or data.dataset (a Hub id)")

@@ -22,6 +22,8 @@ HUB_ID = "eriktks/conll2003"
 # CoNLL-2003's label order, as the Hub dataset's ClassLabel names it
 CONLL2003_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 CONLL2003_FILES = {"train": "eng.train", "validation": "eng.testa", "test": "eng.testb"}
+# `tlab eval --split`: a split by the Hub's name or its file's (eng.testa is the validation split, eng.testb the test)
+CONLL2003_SPLITS = {"train": "train", "validation": "validation", "testa": "validation", "test": "test", "testb": "test"}
 SCHEMES = NER_SCHEMES
 PREFIXES = {"B", "I", "E", "S", "L", "U"}
 JSON_SUFFIXES = (".jsonl", ".json")

@@ -115,6 +115,7 @@ class PredictRequest:
     context: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
     stdin: Callable[[], str] = lambda: ""  # all of stdin, decoded (read only when the family needs it)
+    json_lines: bool = False  # --json: one JSON object per input instead of tab-separated text
 
 
 @runtime_checkable
@@ -123,7 +124,7 @@ class TaskModule(Protocol):
 
     `prepare` loads (Hub or files), preprocesses (cached features, side columns kept out of batches), builds the
     model with its head and returns `Prepared`. `predict` answers `tlab predict`, writing one line per input with
-    `echo`. `save(model, tokenizer, path, cfg, state_dict)` writes model/ (safetensors, loadable by plain
+    `echo` (with `request.json_lines`, one JSON object per input). `save(model, tokenizer, path, cfg, state_dict)` writes model/ (safetensors, loadable by plain
     transformers)."""
 
     def prepare(self, info: TaskInfo, cfg, accelerator, log: Callable[[str], None], train: bool = True) -> Prepared: ...

@@ -1,5 +1,6 @@
 """Sequence classification (regression for STS-B) on the shared loop: the GLUE benchmarks, and through the
-data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB.
+data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB; with
+classification.multi_label, its `params["multi_label_loader"]`: a set of labels per text (`multi_label`).
 Documents longer than the window (data.long_text mean | max): windows whose logits are combined per document,
 in `long_text`."""
 
@@ -12,7 +13,7 @@ import torch
 from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import glue_data, long_text, scaffold
+from tlab.tasks import glue_data, long_text, multi_label, scaffold
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 from tlab.tasks.glue_data import held_out_by_sentence  # here since the family's start (scripts/ import it)
 
@@ -70,9 +71,27 @@ def tokenize(ds, tokenizer, max_length: int, regression: bool):
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
 
 
+def named_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str):
+    """`tlab eval --split`: one split of the benchmark by its name, from the files in --data-dir (those present) or
+    the Hub; a split without labels (GLUE's test files: their labels are not public) is refused."""
+    d = cfg.data
+    known = glue_data.available_splits(spec, d.data_dir) if d.data_dir else list(spec.split_files)
+    if split not in known:
+        where = f" in --data-dir {d.data_dir}" if d.data_dir else ""
+        raise TlabError(f"task {spec.name} has no split {split!r}{where} (known: {', '.join(known)})")
+    ds = load_split(cfg, spec, split)
+    if len(ds) and all(label == -1 for label in ds["label"]):
+        raise TlabError(f"the {spec.name} {split} split has no labels to score (GLUE's test labels are not public): "
+                        f"score {' or '.join(spec.validation_splits)}, or submit predictions to the benchmark")
+    return ds
+
+
 def load_glue(spec: glue_data.GlueSpec, cfg: RunConfig, path: str, train: bool):
     """A GLUE benchmark's (spec, training set or None, {split: validation set}, summary notes). Tasks with
     a loader of their own in `params["loader"]` return the same, their spec holding the labels they found."""
+    d = cfg.data
+    if not train and d.eval_split and not d.validation_file and (d.data_dir or not d.train_files):
+        return spec, None, {d.eval_split: named_split(cfg, spec, d.eval_split)}, {}
     train_ds = load_split(cfg, spec, "train", cfg.data.train_files) if train else None
     if train_ds is not None and len(train_ds) == 0:
         raise TlabError(f"no {spec.name} training examples found")
@@ -83,8 +102,10 @@ def load_glue(spec: glue_data.GlueSpec, cfg: RunConfig, path: str, train: bool):
 def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
     path = scaffold.require_model(cfg)
     with accelerator.main_process_first():
-        spec, train_ds, evals, notes = info.params.get("loader", load_glue)(info.params["spec"], cfg, path, train)
-        if train and not spec.is_regression and -1 in train_ds.unique("label"):
+        loader = info.params["multi_label_loader"] if cfg.classification.multi_label else info.params.get("loader", load_glue)
+        spec, train_ds, evals, notes = loader(info.params["spec"], cfg, path, train)
+        evals = scaffold.only_split(evals, cfg, info.name) if not train else evals
+        if train and not spec.is_regression and not spec.multi_label and -1 in train_ds.unique("label"):
             raise TlabError(f"the {spec.name} training data has no labels")
         train_ds = scaffold.clip(train_ds, cfg.data.max_train_samples)
         evals = scaffold.clip_all(evals, cfg.data.max_eval_samples)
@@ -119,18 +140,29 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         if train_tok is not None else None,
         collate=collate,
         eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length"]),
-        evaluate=(lambda m, loaders, acc: evaluate(m, loaders, acc, spec)) if windows is None
-        else (lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode)),
-        main_metric=info.main_metric,
+        evaluate=evaluator(spec, windows, cfg),
+        main_metric=spec.main_metric if spec.multi_label else info.main_metric,
         greater_is_better=info.greater_is_better,
     )
     summary = {"train_examples": 0 if train_tok is None else len(train_ds),
                **{f"{k}_examples": len(evals[k]) for k in eval_tok}, "labels": spec.label_names or "regression", **notes}
+    if spec.multi_label:
+        summary["multi_label"] = f"a set of labels per text, each predicted above threshold {cfg.classification.threshold:g}"
     if windows is not None:
         summary.update({"long_text": f"{windows.mode} of windows ({max_length} tokens, stride {windows.stride})",
                         **({"train_windows": len(train_tok)} if train_tok is not None else {}),
                         **{f"{k}_windows": len(v) for k, v in eval_tok.items()}})
     return Prepared(job, tokenizer, summary)
+
+
+def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig):
+    """The job's evaluate: the argmax per text, per document of windows (long_text), or every label above
+    classification.threshold (multi_label)."""
+    if spec.multi_label:
+        return lambda m, loaders, acc: multi_label.evaluate(m, loaders, acc, spec, cfg.classification.threshold)
+    if windows is not None:
+        return lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode)
+    return lambda m, loaders, acc: evaluate(m, loaders, acc, spec)
 
 
 def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
@@ -165,8 +197,13 @@ save = finetuning.save  # LoRA merged, safetensors
 
 
 def predict(request: PredictRequest, echo) -> None:
-    """Label, probability and text per input (score and text for regression): texts, else stdin lines; a tab
-    (or --text-b) gives the second sentence of a pair."""
+    """Label, probability and text per input (score and text for regression; for a multi-label model every label
+    above classification.threshold, joined by classification.label_separator, "-" for none, and their
+    probabilities the same way): texts, else stdin lines; a tab (or --text-b) gives the second sentence of a pair.
+    --json: {"text"[, "text_b"], "label", "score", "probabilities"} per input ({"text", "score"} for regression,
+    {"text", "labels", "scores", "probabilities"} for multi-label)."""
+    import json
+
     from tlab.inference import Classifier
 
     lines = request.texts or [line.rstrip("\r") for line in request.stdin().split("\n") if line.strip()]
@@ -175,11 +212,22 @@ def predict(request: PredictRequest, echo) -> None:
     text_b = request.text_b
     pairs = [(line, text_b) if text_b is not None else tuple((line.split("\t", 1) + [None])[:2]) for line in lines]
     classifier = Classifier.load(request.model)
-    d = scaffold.run_config(request.model, request.task, request.overrides).data
+    cfg = scaffold.run_config(request.model, request.task, request.overrides)
+    d, sep = cfg.data, cfg.classification.label_separator
+    classifier.threshold = cfg.classification.threshold
     if d.long_text != "truncate":  # a run trained on windows predicts on windows, combined the same way
         classifier.windows = long_text.Windows(d.long_text, min(d.max_length, classifier.max_length), d.stride)
     for start in range(0, len(pairs), request.batch_size):
         chunk = pairs[start : start + request.batch_size]
-        for (a, b), (label, score) in zip(chunk, classifier(chunk)):
+        for (a, b), found in zip(chunk, classifier.predict(chunk)):
+            if request.json_lines:
+                echo(json.dumps({"text": a, **({"text_b": b} if b is not None else {}), **found}, ensure_ascii=False))
+                continue
             shown = a if b is None else f"{a}\t{b}"
-            echo(f"{label}\t{score:.4f}\t{shown}" if label is not None else f"{score:.4f}\t{shown}")
+            if "labels" in found:  # multi-label
+                labels, scores = sep.join(found["labels"]) or "-", sep.join(f"{p:.4f}" for p in found["scores"]) or "-"
+                echo(f"{labels}\t{scores}\t{shown}")
+            elif "label" in found:
+                echo(f"{found['label']}\t{found['score']:.4f}\t{shown}")
+            else:
+                echo(f"{found['score']:.4f}\t{shown}")

@@ -47,6 +47,7 @@ class GlueSpec:
     split_files: Mapping[str, str] = field(default_factory=lambda: _FILES, hash=False)  # split -> file name
     column_names: Optional[tuple[str, ...]] = None  # only for headerless files (CoLA train/dev)
     score_range: Optional[tuple[float, float]] = None  # regression: the scale of the scores (STS-B: 0-5)
+    multi_label: bool = False  # a set of labels per text, `label` multi-hot (tlab.tasks.multi_label)
 
     @property
     def has_header(self) -> bool:

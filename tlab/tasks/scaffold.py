@@ -1,6 +1,6 @@
 """The steps every fine-tuning family repeats, one helper each: the needs-a-model check, sample clipping, the
-input length a model allows, evaluation loaders, training batches, metric names per split and the run's config
-for `tlab predict`. A family's `prepare` reads as its own steps between these."""
+input length a model allows, evaluation loaders, the split `tlab eval --split` asks for, training batches, metric
+names per split and the run's config for `tlab predict`. A family's `prepare` reads as its own steps between these."""
 
 from __future__ import annotations
 
@@ -68,6 +68,20 @@ def suffix(split: str, splits: Sequence[str], primary: Optional[str] = None) -> 
     if len(splits) == 1 or split == primary:
         return ""
     return "_" + split.replace("validation_", "") if primary is not None else f"_{split}"
+
+
+def only_split(splits: Mapping[str, Any], cfg: RunConfig, task: str) -> dict:
+    """The evaluation splits a family prepared, or only `data.eval_split` of them (`tlab eval --split`). A family
+    whose data has named splits (CoNLL-2003's files, GLUE's) builds the one asked for itself; one that reads your
+    files knows only the split it validates on, and any other name is refused here with one error naming it."""
+    wanted = cfg.data.eval_split
+    if not wanted:
+        return dict(splits)
+    if wanted not in splits:
+        known = ", ".join(splits) or "none"
+        raise TlabError(f"task {task} has no split {wanted!r} to score here (known: {known}); --validation-file scores "
+                        "any file of the task's format")
+    return {wanted: splits[wanted]}
 
 
 def run_config(model: str, task: Optional[str], overrides: Optional[list[str]] = None) -> RunConfig:

@@ -233,7 +233,8 @@ class Answerer:
 
 def predict(request: PredictRequest, echo) -> None:
     """Answer, character span and score per question: --question/--context, or JSON Lines {"question",
-    "context"[, "id"]} on stdin ("no answer" when a v2 model abstains)."""
+    "context"[, "id"]} on stdin ("no answer" when a v2 model abstains). --json: {["id",] "question", "answer",
+    "start", "end", "score"} per question (answer, start and end null for no answer)."""
     import json
 
     if request.texts:
@@ -260,6 +261,13 @@ def predict(request: PredictRequest, echo) -> None:
     for start in range(0, len(rows), request.batch_size):
         chunk = rows[start : start + request.batch_size]
         for row, answer in zip(chunk, answerer(chunk)):
+            if request.json_lines:
+                start = int(answer.start) if answer.text else None
+                echo(json.dumps({**({"id": row["id"]} if "id" in row else {}), "question": row["question"],
+                                 "answer": answer.text or None, "start": start,
+                                 "end": None if start is None else start + len(answer.text),
+                                 "score": float(answer.score)}, ensure_ascii=False))
+                continue
             span = f"{answer.start}-{answer.start + len(answer.text)}" if answer.text else "-"
             prefix = f"{row['id']}\t" if "id" in row else ""
             echo(f"{prefix}{answer.text or 'no answer'}\t{span}\t{answer.score:.4f}")

@@ -32,8 +32,8 @@ def _convert(sentences: conll_data.Sentences, scheme: str, log) -> tuple[list[li
 
 def load_sentences(info: TaskInfo, cfg: RunConfig, train: bool, log) -> tuple[Optional[dict], dict, dict]:
     """(training sentences or None, {split: validation sentences}, facts) as {"tokens", "tags"} with IOB2 tags.
-    conll2003: --data-dir's eng.train / eng.testa (or the Hub); files given with --train-file / --validation-file
-    replace them. ner: --train-file, and --validation-file or a held-out share of the training sentences."""
+    conll2003: --data-dir's eng.train / eng.testa (or the Hub; tlab eval --split: any of params["splits"]); files
+    given with --train-file / --validation-file replace them. ner: --train-file, and --validation-file or a held-out share of the training sentences."""
     d, scheme = cfg.data, cfg.ner.scheme
     facts: dict[str, Any] = {}
 
@@ -64,7 +64,11 @@ def load_sentences(info: TaskInfo, cfg: RunConfig, train: bool, log) -> tuple[Op
     if d.validation_file:
         evals = {"validation": as_rows(read([d.validation_file]), "validation")}
     elif info.params.get("hub") is not None and not d.train_files:
-        evals = {"validation": as_rows(source("validation"), "validation")}
+        # tlab eval --split: any split of the task's table (params["splits"]: name -> the Hub's split), named as asked
+        name, splits = (d.eval_split if not train else None) or "validation", info.params.get("splits") or {}
+        if name not in splits:
+            raise TlabError(f"task {info.name} has no split {name!r} (known: {', '.join(splits)})")
+        evals = {name: as_rows(source(splits[name]), name)}
     else:  # hold out sentences of the training data
         if d.validation_fraction <= 0:
             raise TlabError("give --validation-file, or a data.validation_fraction > 0 to hold out training sentences")
@@ -138,6 +142,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     path = scaffold.require_model(cfg, "named-entity recognition")
     with accelerator.main_process_first():
         train_rows, evals, facts = load_sentences(info, cfg, train, log)
+        evals = scaffold.only_split(evals, cfg, info.name) if not train else evals
         train_rows = clip_rows(train_rows, cfg.data.max_train_samples)
         evals = {k: clip_rows(v, cfg.data.max_eval_samples) for k, v in evals.items()}
         config = read_config(path, cfg)
@@ -316,7 +321,10 @@ class Tagger:
 def predict(request: PredictRequest, echo) -> None:
     """One line per entity: text, type, character span in the input (start-end) and score (the mean probability
     of its words' tags). Texts as arguments, else one text per stdin line; with several inputs each line starts
-    with the input's number (1-based), and an input without entities prints nothing."""
+    with the input's number (1-based), and an input without entities prints nothing. --json: one object per
+    (non-blank) input, {"line", "text", "entities": [{"text", "type", "start", "end", "score"}]}, entities or not."""
+    import json
+
     lines = list(request.texts) if request.texts else [line.rstrip("\r") for line in request.stdin().split("\n")]
     if not request.texts and lines and lines[-1] == "":
         lines.pop()
@@ -327,7 +335,11 @@ def predict(request: PredictRequest, echo) -> None:
     several = len(lines) > 1
     for start in range(0, len(numbered), request.batch_size):
         chunk = numbered[start : start + request.batch_size]
-        for (number, _text), found in zip(chunk, tagger([t for _, t in chunk])):
+        for (number, text), found in zip(chunk, tagger([t for _, t in chunk])):
+            if request.json_lines:
+                entities = [{"text": e["entity"], **{k: e[k] for k in ("type", "start", "end", "score")}} for e in found]
+                echo(json.dumps({"line": number, "text": text, "entities": entities}, ensure_ascii=False))
+                continue
             for e in found:
                 prefix = f"{number}\t" if several else ""
                 echo(f"{prefix}{e['entity']}\t{e['type']}\t{e['start']}-{e['end']}\t{e['score']:.4f}")

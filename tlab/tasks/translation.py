@@ -218,7 +218,9 @@ class Translator:
 
 def predict(request: PredictRequest, echo) -> None:
     """One translation per line, in input order: texts as arguments, or one sentence per stdin line (empty lines
-    stay empty, so the output lines up with the input)."""
+    stay empty, so the output lines up with the input). --json: {"text", "translation"} per input line."""
+    import json
+
     lines = list(request.texts) if request.texts else request.stdin().split("\n")
     if not request.texts and lines and lines[-1] == "":
         lines.pop()
@@ -229,4 +231,7 @@ def predict(request: PredictRequest, echo) -> None:
     wanted = [i for i, line in enumerate(lines) if line.strip()]
     done = dict(zip(wanted, translator([lines[i] for i in wanted], request.batch_size)))
     for i in range(len(lines)):
-        echo(done.get(i, ""))
+        if request.json_lines:
+            echo(json.dumps({"text": lines[i], "translation": done.get(i, "")}, ensure_ascii=False))
+        else:
+            echo(done.get(i, ""))
