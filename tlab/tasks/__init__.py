@@ -49,7 +49,7 @@ FAMILIES: dict[str, Family] = {
                   "TOKEN_CLS", "ner",
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
-                   detects=lambda c: True, long_text=True),
+                   detects=lambda c: True, long_text=True, few_shot=True),
 }
 TRANSLATION_METRICS = ("bleu", "chrf")
 NER_METRICS = ("precision", "recall", "f1", "accuracy", "strict_f1")
@@ -136,11 +136,15 @@ def defaults_for(task: str, from_scratch: bool) -> dict:
 
 
 def check_options(task: TaskInfo, cfg) -> None:
-    """One error for a generic option the task's family does not read (data.long_text mean | max)."""
+    """One error for a generic option the task's family does not read (data.long_text mean | max, fewshot.shots)."""
     if cfg.data.long_text != "truncate" and not task.family.long_text:
         able = ", ".join(f.name for f in FAMILIES.values() if f.long_text)
         raise TlabError(f"data.long_text (--long-text) {cfg.data.long_text} is for sequence classification (the {able} "
                         f"family's tasks); {task.name} is a {task.family.name} task: leave it at truncate")
+    if cfg.fewshot.shots is not None and not task.family.few_shot:
+        able = ", ".join(f.name for f in FAMILIES.values() if f.few_shot)
+        raise TlabError(f"fewshot.shots (--shots) scores a causal LM on a classification task (the {able} family's "
+                        f"tasks, e.g. sst2); {task.name} is a {task.family.name} task")
 
 
 def info(name: str) -> TaskInfo:
