@@ -59,7 +59,7 @@ def test_the_choice_is_the_most_likely_continuation_computed_by_hand(folder, tmp
     if budget:
         monkeypatch.setattr("tlab.tasks.fewshot.LOGIT_BUDGET", budget)
     results, rows = evaluate(tmp_path, "--model", str(folder), "--data-dir", str(GLUE), "--shots", "2",
-                             "--batch-size", "2", "data.max_eval_samples=3")
+                             "--batch-size", "2", "--precision", "fp32", "data.max_eval_samples=3")  # fp32 on a GPU too
     assert len(rows) == 3 and results["metrics"]["examples"] == len(rows), rows
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     truth = sst2_labels()
