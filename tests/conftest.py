@@ -60,3 +60,25 @@ def one_line_error(result, *needles) -> None:
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def gpt2_folder(path: Path, corpus: Path, seed: int = 0, n_positions: int = 128) -> Path:
+    """A plain `save_pretrained` GPT-2 folder as the Hub has them, not a tlab run: random weights (2 layers, hidden
+    32) and a byte-level BPE trained on `corpus` with an end-of-text token but no padding token."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus.read_text().splitlines(), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        unk_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -352,6 +352,34 @@ class ClassificationConfig:
 
 
 @dataclass(frozen=True)
+class FewShotConfig:
+    """A causal LM scored on a classification task without training, lm-evaluation-harness style
+    (`tlab eval --task sst2 --model runs/gpt --shots 4`): each label's verbalisation is scored as the continuation of
+    a prompt, and the most likely one is the prediction."""
+
+    shots: Optional[int] = None
+    """Solved training examples put before each example (0 = zero-shot); unset = no few-shot scoring (a fine-tuned
+    classifier is evaluated as usual)."""
+    template: Optional[str] = None
+    """One example's prompt, its fields in braces: the task's columns as the Hub names them ({sentence},
+    {sentence1} / {sentence2}, {question}, {premise} / {hypothesis}, {text}) or {text_a} / {text_b}. Unset = the
+    task's own (SST-2: "Review: {sentence}\\nSentiment:"). As a key=value override, quote it YAML's way:
+    'fewshot.template="Review: {sentence}\\nSentiment:"'."""
+    verbalizers: list[str] = field(default_factory=list)
+    """The continuation scored for each label, in label order (SST-2: " negative", " positive"); empty = the task's own."""
+    separator: str = "\n\n"
+    """Text between the shots, and between the last shot and the example."""
+    seed: int = 1234
+    """Seed of the shots drawn for each example (`tlab eval --seed`); the held-out validation split stays train.seed's."""
+
+    def __post_init__(self):
+        _check(self.shots is None or self.shots >= 0, f"fewshot.shots (--shots) must be >= 0 (0 = zero-shot), got {self.shots}")
+        _check(all(self.verbalizers) and len(set(self.verbalizers)) == len(self.verbalizers),
+               "fewshot.verbalizers must be distinct and non-empty (one continuation per label)")
+        _check(self.template is None or bool(self.template.strip()), "fewshot.template must not be empty")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "mlm"
     """mlm | clm (pretraining) or a fine-tuning task such as sst2 (see `tlab tasks`)."""
@@ -369,6 +397,10 @@ class RunConfig:
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     ner: NERConfig = field(default_factory=NERConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+
+
+@dataclass(frozen=True)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
 
     def global_batch(self, world_size: int) -> int:
         """Examples per optimizer step: per-device batch x processes x accumulation."""

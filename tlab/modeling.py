@@ -207,6 +207,20 @@ def max_positions(config) -> Optional[int]:
     return None
 
 
+def is_causal_lm(config) -> bool:
+    """A decoder-only model with its language-model head (GPT-2, Llama, a `tlab pretrain --objective clm` run): not
+    a masked LM, a classifier built on a decoder (GPT2ForSequenceClassification) or an encoder-decoder."""
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    kind = getattr(config, "model_type", "")  # no architectures saved: BERT-style types also have a causal head
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, trained_only: Optional[str] = None,
                     **kwargs):
     """from_pretrained with safetensors only: pickled .bin weights can run code when loaded. With `trained_only`

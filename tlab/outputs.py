@@ -126,6 +126,13 @@ def run_config_of(model: str) -> Optional[str]:
     return str(path) if path.is_file() and (Path(model) / "model").is_dir() else None
 
 
+def task_of_run(run_config: str) -> Optional[str]:
+    """The task a run's config.yaml names."""
+    import yaml
+
+    return (yaml.safe_load(Path(run_config).read_text()) or {}).get("task")
+
+
 def is_run_dir(path: Path) -> bool:
     """What a tlab run leaves from its first moment: the lock file, then config.yaml."""
     from tlab.runlock import LOCK_FILE

@@ -171,6 +171,14 @@ def preprocess(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     return summary
 
 
+def preview(cfg: RunConfig) -> Optional[str]:
+    """What `tlab eval --dry-run` shows beyond the config: the input the task's evaluation would build for its first
+    example (a few-shot prompt), when the task's module offers one; no model is loaded."""
+    tasks.check_options(tasks.info(cfg.task), cfg)
+    show = getattr(tasks.get(cfg.task), "preview", None)
+    return show(tasks.info(cfg.task), cfg) if show is not None else None
+
+
 def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Score a checkpoint on a task's validation split(s): the same task code, training skipped."""
     task = tasks.get(cfg.task)

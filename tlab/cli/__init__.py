@@ -56,6 +56,17 @@ def user_errors(unexpected_exit: int = 1):
         raise typer.Exit(unexpected_exit) from None
 
 
+def stdin_text() -> str:
+    """All of stdin, decoded strictly: the locale's lenient decoding would hand the tokenizer lone surrogates."""
+    from tlab.errors import TlabError
+
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return raw.decode("utf-8-sig")  # -sig: a BOM from Windows tools is not part of the first text
+    except UnicodeDecodeError as exc:
+        raise TlabError(f"stdin is not UTF-8 text (byte {exc.start} cannot be decoded); convert it, e.g. with iconv") from None
+
+
 def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool,
             preprocess_only: bool = False) -> dict:
     """Resolve the config; print it (--dry-run), only fill the data caches (--preprocess-only) or run."""
@@ -72,7 +83,7 @@ def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: 
     return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False), **({"command": list(COMMAND)} if COMMAND else {}))
 
 
-from tlab.cli import evaluate, finetune, info, predict, pretrain, report  # noqa: E402,F401  (commands register on `app`)
+from tlab.cli import evaluate, finetune, generate, info, predict, pretrain, report  # noqa: E402,F401  (commands register on `app`)
 
 
 # The command line as typed, for the model card (set by the `tlab` entry point; CliRunner in tests leaves it empty).

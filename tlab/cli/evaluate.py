@@ -24,6 +24,9 @@ def eval_command(
     output: Annotated[Optional[str], typer.Option("--output", help="Write the results as JSON to this file.")] = None,
     batch_size: o.BatchSize = None,
     precision: o.Precision = None,
+    shots: Annotated[Optional[int], typer.Option("--shots", help="Score a causal LM on a classification task from prompts holding N solved training examples (0 = zero-shot): the label whose verbalisation is most likely wins (fewshot.* sets the template).", rich_help_panel="Few-shot")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Few-shot: seed of the shots drawn for each example.", rich_help_panel="Few-shot")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config (and the first few-shot prompt) and exit.")] = False,
     config: o.ConfigFile = None,
     overrides: o.Overrides = None,
 ) -> None:
@@ -31,9 +34,11 @@ def eval_command(
     --min/--max holds, 1 a gate failed, 2 anything else (bad input, a model that does not fit the task or outputs
     NaN, an unexpected error).
 
-    [dim]Examples (CI gates):[/dim]
-      tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json
+    [dim]Examples:[/dim]
+      tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json   # a CI gate
       tlab eval --task conll2003 --model runs/ner --split testb --min f1=0.85 --output test.json
+      tlab eval --task clm --model gpt2-folder --validation-file text.txt                  # perplexity
+      tlab eval --task sst2 --model runs/gpt --shots 4 --data-dir glue/                    # a causal LM, 4-shot
     """
     code = PASSED
     with user_errors(unexpected_exit=BROKEN):
@@ -43,17 +48,26 @@ def eval_command(
         bounds += [(m, "<=", v) for m, v in parse_bounds(maximum or [], "--max").items()]
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
-        flags["train.eval_batch_size"] = batch_size
-        flags["data.eval_split"] = split
+        flags.update({"train.eval_batch_size": batch_size, "data.eval_split": split, "fewshot.shots": shots,
+                      "fewshot.seed": seed})
         # A tlab run is scored the way it was trained: its config.yaml (task, max length, held-out split and seed,
-        # task options) is the base that --config, flags and key=value override.
+        # task options) is the base that --config, flags and key=value override. On another task (a causal LM
+        # scored few-shot on sst2) only its model is taken: its data options are its own task's.
         run_config = outputs.run_config_of(model) if model else None
+        if run_config and task and task != outputs.task_of_run(run_config):
+            run_config = None
         cfg = config_mod.load(config, flags, overrides, run_config=run_config)
         from tlab.tasks import info
 
         if task is None and run_config is None and not config:
             raise TlabError("pass --task (see `tlab tasks`): the model is not a tlab run directory with a config.yaml")
         info(cfg.task)  # an unknown task fails before any model is loaded
+        if dry_run:
+            typer.echo(config_mod.to_yaml(cfg), nl=False)
+            shown = pipeline.preview(cfg)
+            if shown:
+                typer.echo(shown)
+            raise typer.Exit(0)
         if output:
             check_writable(output)
         results = pipeline.evaluate(cfg)

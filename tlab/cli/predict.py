@@ -3,23 +3,11 @@ entities, answers, translations). The family is the run's task, --task, or read 
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
 
-from tlab.cli import app, options as o, user_errors
-
-
-def stdin_text() -> str:
-    """All of stdin, decoded strictly: the locale's lenient decoding would hand the tokenizer lone surrogates."""
-    from tlab.errors import TlabError
-
-    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    try:
-        return raw.decode("utf-8-sig")  # -sig: a BOM from Windows tools is not part of the first text
-    except UnicodeDecodeError as exc:
-        raise TlabError(f"stdin is not UTF-8 text (byte {exc.start} cannot be decoded); convert it, e.g. with iconv") from None
+from tlab.cli import app, options as o, stdin_text, user_errors
 
 
 @app.command()

@@ -49,7 +49,7 @@ FAMILIES: dict[str, Family] = {
                   "TOKEN_CLS", "ner",
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
-                   "classification", detects=lambda c: True, long_text=True),
+                   "classification", detects=lambda c: True, long_text=True, few_shot=True),
 }
 TRANSLATION_METRICS = ("bleu", "chrf")
 NER_METRICS = ("precision", "recall", "f1", "accuracy", "strict_f1")
@@ -138,7 +138,8 @@ def defaults_for(task: str, from_scratch: bool) -> dict:
 
 def check_options(task: TaskInfo, cfg) -> None:
     """One error for an option the task does not read (data.long_text mean | max outside sequence classification,
-    classification.multi_label outside the tasks whose params name a `multi_label_loader`)."""
+    classification.multi_label outside the tasks whose params name a `multi_label_loader`, fewshot.shots outside
+    the families that score a causal LM from prompts)."""
     if cfg.data.long_text != "truncate" and not task.family.long_text:
         able = ", ".join(f.name for f in FAMILIES.values() if f.long_text)
         raise TlabError(f"data.long_text (--long-text) {cfg.data.long_text} is for sequence classification (the {able} "
@@ -151,6 +152,10 @@ def check_options(task: TaskInfo, cfg) -> None:
         if cfg.data.long_text != "truncate":
             raise TlabError(f"--multi-label reads texts truncated at data.max_length: --long-text {cfg.data.long_text} "
                             "(windows) is for single-label classification")
+    if cfg.fewshot.shots is not None and not task.family.few_shot:
+        able = ", ".join(f.name for f in FAMILIES.values() if f.few_shot)
+        raise TlabError(f"fewshot.shots (--shots) scores a causal LM on a classification task (the {able} family's "
+                        f"tasks, e.g. sst2); {task.name} is a {task.family.name} task")
 
 
 def info(name: str) -> TaskInfo:

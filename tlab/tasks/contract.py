@@ -33,6 +33,8 @@ class Family:
     predict_flags: tuple[str, ...] = ()
     # reads data.long_text mean | max (documents in windows); the other families refuse it (tasks.check_options)
     long_text: bool = False
+    # scores a causal LM on its tasks from prompts (fewshot.shots, `tlab eval --shots`); the others refuse it
+    few_shot: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,10 @@ class TaskModule(Protocol):
 
     `prepare` loads (Hub or files), preprocesses (cached features, side columns kept out of batches), builds the
     model with its head and returns `Prepared`. `predict` answers `tlab predict`, writing one line per input with
-    `echo` (with `request.json_lines`, one JSON object per input). `save(model, tokenizer, path, cfg, state_dict)` writes model/ (safetensors, loadable by plain
-    transformers)."""
+    `echo` (with `request.json_lines`, one JSON object per input). `save(model, tokenizer, path, cfg, state_dict)` writes
+    model/ (safetensors, loadable by plain transformers). A module may also offer `preview(info, cfg) -> str | None`:
+    what `tlab eval --dry-run` shows of the input its evaluation would build (the few-shot prompt of the first
+    example), without loading a model."""
 
     def prepare(self, info: TaskInfo, cfg, accelerator, log: Callable[[str], None], train: bool = True) -> Prepared: ...
 

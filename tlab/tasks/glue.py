@@ -2,7 +2,7 @@
 data adapter a task names in `params["loader"]` (`classification_data`) users' own labelled files and IMDB; with
 classification.multi_label, its `params["multi_label_loader"]`: a set of labels per text (`multi_label`).
 Documents longer than the window (data.long_text mean | max): windows whose logits are combined per document,
-in `long_text`."""
+in `long_text`. A causal LM is scored few-shot from prompts instead (fewshot.shots, `tlab eval --shots`), in `fewshot`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from tlab import data, finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import glue_data, long_text, multi_label, scaffold
+from tlab.tasks import fewshot, glue_data, long_text, multi_label, scaffold
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 from tlab.tasks.glue_data import held_out_by_sentence  # here since the family's start (scripts/ import it)
 
@@ -100,7 +100,11 @@ def load_glue(spec: glue_data.GlueSpec, cfg: RunConfig, path: str, train: bool):
 
 
 def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
+    if cfg.fewshot.shots is not None:  # a causal LM scored from prompts, no classifier (tasks/fewshot.py)
+        return fewshot.prepare(info, cfg, accelerator, log, info.params.get("loader", load_glue), train)
     path = scaffold.require_model(cfg)
+    if not train:
+        fewshot.refuse_causal_lm(path, cfg)
     with accelerator.main_process_first():
         loader = info.params["multi_label_loader"] if cfg.classification.multi_label else info.params.get("loader", load_glue)
         spec, train_ds, evals, notes = loader(info.params["spec"], cfg, path, train)
@@ -194,6 +198,13 @@ def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
 
 
 save = finetuning.save  # LoRA merged, safetensors
+
+
+def preview(info: TaskInfo, cfg: RunConfig) -> Optional[str]:
+    """`tlab eval --dry-run`: the few-shot prompt of the first validation example (nothing for a classifier)."""
+    if cfg.fewshot.shots is None:
+        return None
+    return fewshot.preview(info, cfg, info.params.get("loader", load_glue))
 
 
 def predict(request: PredictRequest, echo) -> None:

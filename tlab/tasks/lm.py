@@ -129,7 +129,8 @@ def save(model, tokenizer, path, cfg, state_dict=None) -> None:
 def predict(request: PredictRequest, echo) -> None:
     raise TlabError(f"{request.model} is a pretrained language model ({request.task or 'mlm/clm'}) and holds no "
                     "sequence classifier: `tlab predict` serves fine-tuned classifiers, QA and translation models; "
-                    "fine-tune it first (tlab finetune --model ...)")
+                    "fine-tune it first (tlab finetune --model ...), or continue text with a causal LM: tlab generate "
+                    f"--model {request.model} \"...\"")
 
 
 def skip_padding_probe(model) -> None:
