@@ -397,9 +397,6 @@ class RunConfig:
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     ner: NERConfig = field(default_factory=NERConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
-
-
-@dataclass(frozen=True)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
 
     def global_batch(self, world_size: int) -> int:
