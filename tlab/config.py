@@ -314,6 +314,21 @@ class TranslationConfig:
 
 
 @dataclass(frozen=True)
+class SummarizationConfig:
+    """Summarization (samsum, xsum, cnn_dailymail, and the generic `summarization`): which field holds the summary.
+    The document's field is the generic data.text_a_column (--text-column); model, batch and generation options
+    (lengths, beams, min/max new tokens, no_repeat_ngram_size) are the `seq2seq` section's."""
+
+    summary_column: Optional[str] = None
+    """Field (JSON) or column (CSV/TSV) of the reference summary in --train-file / --validation-file and Hub data;
+    default the task's own (summary for samsum, xsum and summarization; highlights for cnn_dailymail)."""
+
+    def __post_init__(self):
+        _check(self.summary_column is None or bool(self.summary_column.strip()),
+               "summarization.summary_column (--summary-column) must not be empty")
+
+
+@dataclass(frozen=True)
 class NERConfig:
     """Token classification (conll2003, ner): the tag scheme of the files, which sub-tokens carry a label, windows."""
 
@@ -348,6 +363,7 @@ class RunConfig:
     qa: QAConfig = field(default_factory=QAConfig)
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    summarization: SummarizationConfig = field(default_factory=SummarizationConfig)
     ner: NERConfig = field(default_factory=NERConfig)
 
     def global_batch(self, world_size: int) -> int:
