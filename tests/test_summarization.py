@@ -172,9 +172,9 @@ def test_registry_columns_metrics_and_t5_prefix():
     from transformers import T5Config, T5ForConditionalGeneration
 
     samsum, cnn = tasks.info("samsum"), tasks.info("cnn_dailymail")
-    assert samsum.family.name == "summarization" and samsum.main_metric == "rougeL"
+    assert samsum.family.name == "summarization" and samsum.main_metric == "rougeLsum"
     assert cnn.params["columns"] == ("article", "highlights") and cnn.params["hub_config"] == "3.0.0"
-    assert cnn.main_metric == "rougeLsum" and tasks.info("xsum").params["columns"] == ("document", "summary")
+    assert tasks.info("summarization").main_metric == "rougeLsum" and tasks.info("xsum").params["columns"] == ("document", "summary")
     assert tasks.family_of_model({"architectures": ["PegasusForConditionalGeneration"], "is_encoder_decoder": True,
                                   "task_specific_params": {"summarization_xsum": {}}}).name == "summarization"
     assert tasks.family_of_model({"architectures": ["MarianMTModel"], "is_encoder_decoder": True}).name == "translation"
