@@ -49,8 +49,8 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     assert printed["train"]["lr"] == 0.002  # flag
     assert printed["train"]["batch_size"] == 7  # key=value override
     assert printed["train"]["epochs"] == 2.0  # the pretrain command's own default
-    assert set(printed) == {"task", "output_dir", "overwrite", "resume", "data", "model", "train", "qa", "seq2seq", "translation", "ner",
-                            "classification", "fewshot"}
+    assert set(printed) == {"task", "output_dir", "overwrite", "resume", "data", "model", "train", "qa", "seq2seq", "translation",
+                            "summarization", "ner", "classification", "fewshot"}
     # The printed config is a valid --config file that resolves to the same run.
     saved = tmp_path / "dry.yaml"
     saved.write_text(result.output)

@@ -241,7 +241,8 @@ def test_a_run_written_with_translation_keys_evaluates_and_predicts_as_it_was_tr
     old = tmp_path / "old-run"
     shutil.copytree(run / "model", old / "model")
     written = yaml.safe_load((run / "config.yaml").read_text())
-    written["translation"].update(written.pop("seq2seq"))  # the config.yaml the previous version wrote
+    moved = written.pop("seq2seq")  # the config.yaml the previous version wrote (without the keys added since)
+    written["translation"].update({k: v for k, v in moved.items() if k in config.MOVED_TO_SEQ2SEQ})
     (old / "config.yaml").write_text(yaml.safe_dump(written))
     assert "seq2seq" not in (old / "config.yaml").read_text() and "num_beams: 1" in (old / "config.yaml").read_text()
     translator = Translator.for_model(str(old))

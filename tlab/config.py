@@ -249,7 +249,8 @@ class QAConfig:
 
 @dataclass(frozen=True)
 class Seq2SeqConfig:
-    """Sequence-to-sequence models (the translation tasks): lengths, the loss, batches, generation, averaging."""
+    """Sequence-to-sequence models (translation and summarization): lengths, the loss, batches, generation,
+    averaging, warm starts."""
 
     source_prefix: Optional[str] = None
     """Text put before every source sequence; T5 needs its task prefix ("translate English to German: "), which is
@@ -275,9 +276,16 @@ class Seq2SeqConfig:
     keeping its whole batch decoding to max_new_tokens. 0 = max_new_tokens alone."""
     max_length_b: int = 10
     """See max_length_a."""
+    min_new_tokens: int = 0
+    """Shortest generated output, in tokens (the end token is held back until then; 0 = no minimum)."""
+    no_repeat_ngram_size: int = 0
+    """Generation never repeats an n-gram of this many tokens (3 is usual for summaries; 0 = off)."""
     average_checkpoints: int = 0
     """Average the weights of the last N checkpoints at the end (Vaswani et al.'s recipe; needs
     train.keep_checkpoints >= N); the average is evaluated and saved when it scores at least as well."""
+    warm_start: bool = False
+    """Build an encoder-decoder from an encoder-only checkpoint (--model, e.g. a BERT): both halves start from it,
+    cross-attention from scratch (EncoderDecoderModel, Rothe et al. 2020)."""
 
     def __post_init__(self):
         _check(self.max_source_length >= 4 and self.max_target_length >= 4,
@@ -285,6 +293,9 @@ class Seq2SeqConfig:
         _check(0 <= self.label_smoothing < 1, "seq2seq.label_smoothing must be in [0, 1)")
         _check(self.max_tokens >= 0, "seq2seq.max_tokens must be >= 0 (0 = batches of train.batch_size)")
         _check(self.num_beams >= 1 and self.max_new_tokens >= 1, "seq2seq.num_beams and max_new_tokens must be >= 1")
+        _check(0 <= self.min_new_tokens <= self.max_new_tokens,
+               f"seq2seq.min_new_tokens must be in [0, max_new_tokens {self.max_new_tokens}], got {self.min_new_tokens}")
+        _check(self.no_repeat_ngram_size >= 0, "seq2seq.no_repeat_ngram_size must be >= 0 (0 = off)")
         _check(self.max_length_a >= 0 and self.max_length_b >= 1,
                "seq2seq.max_length_a must be >= 0 (0 = off) and max_length_b >= 1")
         _check(self.average_checkpoints >= 0 and self.average_checkpoints != 1,
@@ -303,12 +314,24 @@ class TranslationConfig:
     detokenize: str = "auto"
     """auto | moses | none: Moses-tokenized files (WMT's, with &apos; escapes) are detokenized and unescaped
     (sacremoses) for training and scoring; auto detects them."""
-    warm_start: bool = False
-    """Build an encoder-decoder from an encoder-only checkpoint (--model, e.g. a BERT): both halves start from it,
-    cross-attention from scratch (EncoderDecoderModel, Rothe et al. 2020)."""
 
     def __post_init__(self):
         _check(self.detokenize in ("auto", "moses", "none"), "translation.detokenize must be auto, moses or none")
+
+
+@dataclass(frozen=True)
+class SummarizationConfig:
+    """Summarization (samsum, xsum, cnn_dailymail, and the generic `summarization`): which field holds the summary.
+    The document's field is the generic data.text_a_column (--text-column); model, batch and generation options
+    (lengths, beams, min/max new tokens, no_repeat_ngram_size) are the `seq2seq` section's."""
+
+    summary_column: Optional[str] = None
+    """Field (JSON) or column (CSV/TSV) of the reference summary in --train-file / --validation-file and Hub data;
+    default the task's own (summary for samsum, xsum and summarization; highlights for cnn_dailymail)."""
+
+    def __post_init__(self):
+        _check(self.summary_column is None or bool(self.summary_column.strip()),
+               "summarization.summary_column (--summary-column) must not be empty")
 
 
 @dataclass(frozen=True)
@@ -395,6 +418,7 @@ class RunConfig:
     qa: QAConfig = field(default_factory=QAConfig)
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    summarization: SummarizationConfig = field(default_factory=SummarizationConfig)
     ner: NERConfig = field(default_factory=NERConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
@@ -479,7 +503,7 @@ def load(
 # keep `translation.num_beams` etc. in their config.yaml, and YAML files, flags and overrides may still say so.
 MOVED_TO_SEQ2SEQ = ("source_prefix", "max_source_length", "max_target_length", "label_smoothing", "max_tokens",
                     "num_beams", "length_penalty", "max_new_tokens", "max_length_a", "max_length_b",
-                    "average_checkpoints")
+                    "average_checkpoints", "warm_start")
 
 
 def _moved_key(dotted: str) -> str:

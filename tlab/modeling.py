@@ -222,16 +222,17 @@ def is_causal_lm(config) -> bool:
 
 
 def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, trained_only: Optional[str] = None,
-                    **kwargs):
+                    unused: tuple[str, ...] = (), **kwargs):
     """from_pretrained with safetensors only: pickled .bin weights can run code when loaded. With `trained_only`
     (the head's name, for evaluation) a checkpoint lacking weights the model needs is refused: transformers would
-    initialise them randomly, and the scores of a random head look like a bad model's."""
+    initialise them randomly, and the scores of a random head look like a bad model's. Weights whose names start
+    with one of `unused` are never read by the model's forward pass, and may be missing."""
     try:
         model, info = auto_class.from_pretrained(name, use_safetensors=True, trust_remote_code=trust_remote_code,
                                                  output_loading_info=True, **kwargs)
     except Exception as exc:
         raise TlabError(f"could not load model {name!r}: {str(exc).splitlines()[0][:240]}") from None
-    missing = sorted(info.get("missing_keys") or ())
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith(unused))
     if trained_only and missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise TlabError(f"model {name} has no trained {trained_only} (missing weights {shown}): train it for this "

@@ -35,9 +35,10 @@ def finetune(
     patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping after N evaluations without gain.", rich_help_panel="Training")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Translation: source language code (file suffix, e.g. en).", rich_help_panel="Translation")] = None,
     target_lang: Annotated[Optional[str], typer.Option("--target-lang", help="Translation: target language code (e.g. de).", rich_help_panel="Translation")] = None,
-    warm_start: Annotated[Optional[bool], typer.Option("--warm-start", help="Translation: build an encoder-decoder from the encoder --model (BERT2BERT).", rich_help_panel="Translation")] = None,
+    warm_start: Annotated[Optional[bool], typer.Option("--warm-start", help="Translation, summarization: build an encoder-decoder from the encoder --model (BERT2BERT).", rich_help_panel="Translation")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Translation: token-budget batches of this many padded tokens (0 = --batch-size sentences).", rich_help_panel="Translation")] = None,
-    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Translation: beam size for evaluation (1 = greedy).", rich_help_panel="Translation")] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Translation, summarization: beam size for evaluation (1 = greedy).", rich_help_panel="Translation")] = None,
+    summary_column: Annotated[Optional[str], typer.Option("--summary-column", help="Summarization: the reference summary's field of your files (the document's: --text-column).", rich_help_panel="Data")] = None,
     config: o.ConfigFile = None,
     output_dir: o.OutputDir = None,
     max_steps: o.MaxSteps = None,
@@ -83,8 +84,8 @@ def finetune(
                       "model.freeze": freeze, "model.lora_r": lora_r,
                       "model.lora_alpha": lora_alpha, "model.lora_target_modules": lora_targets, "train.patience": patience,
                       "translation.source_lang": source_lang, "translation.target_lang": target_lang,
-                      "translation.warm_start": warm_start, "seq2seq.max_tokens": max_tokens,
-                      "seq2seq.num_beams": num_beams})
+                      "seq2seq.warm_start": warm_start, "seq2seq.max_tokens": max_tokens,
+                      "seq2seq.num_beams": num_beams, "summarization.summary_column": summary_column})
         if task is not None:
             from tlab.tasks import info
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 LOCAL_METRICS = ("accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "squad", "squad_v2", "sacrebleu", "chrf", "seqeval",
-                 "multi_label")
+                 "multi_label", "rouge")
 # Names that tasks use for a metric's result key where it differs from the module name.
 _MODULE_OF = {"pearson": "pearsonr"}
 # Named settings of a module, reported under their own name: macro_f1 is f1 with average="macro" (the unweighted

@@ -1,8 +1,9 @@
-"""Sequence-to-sequence models (used by translation): Transformer presets built from scratch (Marian architecture: the
-paper's post-norm encoder-decoder, sinusoidal positions, one vocabulary shared by both sides and tied embeddings),
-pretrained checkpoints (Marian, T5, BART, mBART) with the checks each needs, encoder-decoders warm-started from an
-encoder (Rothe et al. 2020), and the pieces the loop and the evaluation use: collation, a label-smoothed loss,
-token-budget batches, length-sorted generation and checkpoint averaging."""
+"""Sequence-to-sequence models (shared by translation and summarization): Transformer presets built from scratch
+(Marian architecture: the paper's post-norm encoder-decoder, sinusoidal positions, one vocabulary shared by both sides
+and tied embeddings), pretrained checkpoints (Marian, T5, BART, mBART) with the checks each needs, encoder-decoders
+warm-started from an encoder (Rothe et al. 2020), and the pieces the loop and the evaluation use: features,
+collation, a label-smoothed loss, token-budget batches, length-sorted generation put back in order and checkpoint
+averaging. Rows are `source` / `target` text whatever the task calls them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from tlab import modeling
 from tlab.errors import TlabError
+from tlab.tasks import scaffold
 
 # name: (layers per side, d_model, heads, ffn, dropout). base is the paper's (65M parameters with a 37k vocabulary);
 # the smaller ones are for CPUs and little data, where strong dropout is what keeps a model from memorising.
@@ -29,6 +31,9 @@ PRESETS = {
 MBART_CODES = {"en": "en_XX", "de": "de_DE", "ro": "ro_RO", "fr": "fr_XX", "es": "es_XX", "it": "it_IT", "cs": "cs_CZ",
                "ru": "ru_RU", "zh": "zh_CN", "ja": "ja_XX", "fi": "fi_FI", "tr": "tr_TR", "et": "et_EE", "lv": "lv_LV"}
 LANGUAGE_NAMES = {"en": "English", "de": "German", "ro": "Romanian", "fr": "French"}
+# A warm-started encoder-decoder's encoder has no pooler (`warm_start`), but EncoderDecoderModel.from_pretrained builds
+# one, unused by its forward pass: its weights are rightly missing from a trained model.
+UNUSED_WEIGHTS = ("encoder.pooler.",)
 
 
 # -- tokenizer and models from scratch --------------------------------------------------------------------------
@@ -96,8 +101,8 @@ def kind_of(config) -> str:
 
 def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encoder: Optional[bool] = None,
          purpose: str = "translation"):
-    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (the translation
-    task's translation.warm_start when not given) an encoder-decoder warm-started from an encoder. mBART gets its
+    """(model, tokenizer) from a checkpoint: a seq2seq model as it is, or with `from_encoder` (seq2seq.warm_start
+    when not given) an encoder-decoder warm-started from an encoder. mBART gets its
     language codes (src, tgt); a language it lacks is refused. `purpose` names the task in the refusal of other
     models."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
@@ -109,23 +114,31 @@ def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encod
         raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
     kind = kind_of(config)
     tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
-    if from_encoder is None:  # callers that pass a translation run's config only
-        from_encoder = cfg.translation.warm_start
+    if from_encoder is None:  # callers that pass a run's config only
+        from_encoder = cfg.seq2seq.warm_start
     if from_encoder and for_training:
         if kind != "encoder-only":
-            raise TlabError(f"translation.warm_start builds an encoder-decoder from an encoder; {path} is already "
+            raise TlabError(f"seq2seq.warm_start (--warm-start) builds an encoder-decoder from an encoder; {path} is already "
                             f"{'an' if kind[0] == 'e' else 'a'} {kind} model ({config.model_type})")
         return warm_start(path, tokenizer, cfg), tokenizer
     if kind != "encoder-decoder":
-        hint = ("pass --warm-start (translation.warm_start=true) to build an encoder-decoder from it (Rothe et al. "
+        hint = ("pass --warm-start (seq2seq.warm_start=true) to build an encoder-decoder from it (Rothe et al. "
                 "2020)" if kind == "encoder-only" else "use an encoder-decoder checkpoint (Marian, T5, BART, mBART), or "
                 "an encoder with --warm-start")
         raise TlabError(f"{path} is a {kind} model ({config.model_type}); {purpose} needs an encoder-decoder: {hint}")
     model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, cfg.model.trust_remote_code,
-                                     trained_only=None if for_training else f"{purpose} model")
+                                     trained_only=None if for_training else f"{purpose} model", unused=UNUSED_WEIGHTS)
     if config.model_type in ("mbart", "m2m_100", "nllb-moe"):
         set_language_codes(model, tokenizer, src, tgt, path)
     return model, tokenizer
+
+
+def load_trained(path: str, purpose: str):
+    """A trained seq2seq model for prediction; one lacking weights it needs is refused."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    return modeling.load_pretrained(AutoModelForSeq2SeqLM, path, trained_only=f"{purpose} model",
+                                    unused=UNUSED_WEIGHTS).eval()
 
 
 def set_language_codes(model, tokenizer, src: str, tgt: str, path: str) -> None:
@@ -143,7 +156,7 @@ def set_language_codes(model, tokenizer, src: str, tgt: str, path: str) -> None:
 
 def warm_start(path: str, tokenizer, cfg):
     """BERT2BERT: encoder and decoder both from the encoder checkpoint; the decoder gains causal masks and
-    cross-attention (new weights). Token ids: [CLS] starts a translation, [SEP] ends it."""
+    cross-attention (new weights). Token ids: [CLS] starts an output sequence, [SEP] ends it."""
     from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
 
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
@@ -176,19 +189,52 @@ def warn_if_lossy(tokenizer, targets: Sequence[str], path: str, log) -> None:
 
 
 def source_prefix(model, cfg, src: str, tgt: str, log) -> str:
-    """The text put before each source: the user's, or T5's own task prefix from its config; T5 without one is
-    warned about (it then scores near zero)."""
+    """Translation's source prefix: the user's, or T5's own from its config (translation_<src>_to_<tgt>)."""
+    example = f"translate {LANGUAGE_NAMES.get(src, src)} to {LANGUAGE_NAMES.get(tgt, tgt)}: "
+    return task_prefix(model, cfg, f"translation_{src}_to_{tgt}", example, f"for {src}->{tgt}", log)
+
+
+def task_prefix(model, cfg, params_key: str, example: str, what: str, log) -> str:
+    """The text put before each source: the user's (seq2seq.source_prefix), or T5's own task prefix from its
+    config's task_specific_params[params_key] ("summarize: ", "translate English to German: "); T5 without one is
+    warned about (it then scores near zero). `what` names the task in the warning."""
     given = cfg.seq2seq.source_prefix
     if given is not None or getattr(model.config, "model_type", "") not in ("t5", "mt5", "umt5"):
         return given or ""
-    params = (getattr(model.config, "task_specific_params", None) or {}).get(f"translation_{src}_to_{tgt}") or {}
+    params = (getattr(model.config, "task_specific_params", None) or {}).get(params_key) or {}
     if params.get("prefix"):
         log(f"T5 task prefix from the model's config: {params['prefix']!r}")
         return params["prefix"]
-    example = f"translate {LANGUAGE_NAMES.get(src, src)} to {LANGUAGE_NAMES.get(tgt, tgt)}: "
-    log(f"warning: T5 without a task prefix scores near zero; its config names none for {src}->{tgt}: pass "
+    log(f"warning: T5 without a task prefix scores near zero; its config names none {what}: pass "
         f"seq2seq.source_prefix='{example}' (the form T5 was trained with)")
     return ""
+
+
+def check_options(cfg, train: bool, purpose: str) -> None:
+    """Options that cannot work together, refused before any data is read."""
+    s = cfg.seq2seq
+    if not train and not cfg.model.name_or_path:
+        raise TlabError(f"pass --model: a {purpose} run directory or model to evaluate")
+    if s.warm_start and not cfg.model.name_or_path:
+        raise TlabError("--warm-start builds on an encoder checkpoint: pass --model (e.g. a BERT directory)")
+    if s.average_checkpoints > cfg.train.keep_checkpoints:
+        raise TlabError(f"seq2seq.average_checkpoints {s.average_checkpoints} needs train.keep_checkpoints >= "
+                        f"{s.average_checkpoints} (it is {cfg.train.keep_checkpoints})")
+
+
+def build(cfg, train_ds, src: str, tgt: str, train: bool, log, purpose: str) -> tuple:
+    """(model, tokenizer, notes) by the run's model route: --model a seq2seq checkpoint, or an encoder with
+    seq2seq.warm_start; without --model a `model.preset` Transformer over a BPE trained on both sides of the
+    training rows (src, tgt: language codes for mBART's; "" elsewhere)."""
+    s = cfg.seq2seq
+    if cfg.model.name_or_path:
+        model, tokenizer = load(cfg.model.name_or_path, cfg, src, tgt, train, log, from_encoder=s.warm_start,
+                                purpose=purpose)
+        return model, tokenizer, {}
+    tokenizer = shared_tokenizer(train_ds["source"], train_ds["target"], cfg.model.vocab_size)
+    model = from_preset(cfg.model.preset, tokenizer, cfg.model.overrides,
+                        max(s.max_source_length, s.max_target_length, s.max_new_tokens))
+    return model, tokenizer, {"preset": cfg.model.preset}
 
 
 # -- features, collation, loss ----------------------------------------------------------------------------------
@@ -201,6 +247,26 @@ def tokenize(rows, tokenizer, prefix: str, max_source: int, max_target: Optional
         labels = tokenizer(text_target=list(rows["target"]), max_length=max_target, truncation=True)["input_ids"]
         out["labels"] = [ids[1:] if ids and ids[0] == decoder_start else ids for ids in labels]
     return out
+
+
+def features(train_ds, valid_ds, tokenizer, prefix: str, cfg, decoder_start: int, valid_labels: bool = False) -> tuple:
+    """(training features or None, validation rows with an "index" column, validation features). Validation
+    features come in generation batches of similar length, longest first; "index" puts the outputs back in the
+    rows' order. With `valid_labels` they carry target ids too (a teacher-forced validation loss)."""
+    s = cfg.seq2seq
+    options = {"tokenizer": tokenizer, "prefix": prefix, "max_source": s.max_source_length, "decoder_start": decoder_start}
+    train_feats = None
+    if train_ds is not None:
+        train_feats = train_ds.map(tokenize, batched=True, remove_columns=train_ds.column_names,
+                                   fn_kwargs={**options, "max_target": s.max_target_length}, desc="tokenizing")
+    valid_ds = valid_ds.add_column("index", list(range(len(valid_ds))))
+    lengths = [len(text) for text in valid_ds["source"]]
+    order = sorted(range(len(valid_ds)), key=lambda i: -lengths[i])
+    target = s.max_target_length if valid_labels else None
+    valid_feats = valid_ds.select(order).map(
+        lambda rows: {**tokenize(rows, max_target=target, **options), "index": rows["index"]},
+        batched=True, remove_columns=valid_ds.column_names, desc="tokenizing")
+    return train_feats, valid_ds, valid_feats
 
 
 @dataclass
@@ -321,12 +387,32 @@ class TokenBatches(torch.utils.data.Sampler):
             yield self.batches[index]
 
 
+def train_batches(info, cfg, feats, world: int, log):
+    """Token-budget batches (seq2seq.max_tokens, one process), else length-grouped batches of train.batch_size."""
+    sources = [len(ids) for ids in feats["input_ids"]]
+    if cfg.seq2seq.max_tokens and world > 1:
+        log(f"token-budget batches (seq2seq.max_tokens) are single-process for now: with {world} processes, "
+            f"batches of train.batch_size {cfg.train.batch_size} sentences per process, length-grouped")
+    elif cfg.seq2seq.max_tokens:
+        targets = [len(ids) for ids in feats["labels"]]
+        return TokenBatches(sources, targets, cfg.seq2seq.max_tokens, cfg.train.seed)
+    return scaffold.train_batches(info, cfg, len(feats), world, sources)
+
+
 # -- generation -------------------------------------------------------------------------------------------------
 def generation_options(cfg) -> dict:
     t = cfg.seq2seq
     return {"num_beams": t.num_beams, "length_penalty": t.length_penalty, "max_new_tokens": t.max_new_tokens,
             "early_stopping": True if t.num_beams > 1 else False, "do_sample": False,
-            "max_length_a": t.max_length_a, "max_length_b": t.max_length_b}
+            "max_length_a": t.max_length_a, "max_length_b": t.max_length_b,
+            **({"min_new_tokens": t.min_new_tokens} if t.min_new_tokens else {}),
+            **({"no_repeat_ngram_size": t.no_repeat_ngram_size} if t.no_repeat_ngram_size else {})}
+
+
+def model_generation_options(model, cfg) -> dict:
+    """generation_options plus the first token the model itself forces (mBART's target language code)."""
+    forced = getattr(model.generation_config, "forced_bos_token_id", None)
+    return {**generation_options(cfg), **({"forced_bos_token_id": forced} if forced else {})}
 
 
 def batch_options(options: dict, input_ids: torch.Tensor) -> dict:
@@ -336,13 +422,35 @@ def batch_options(options: dict, input_ids: torch.Tensor) -> dict:
     a, b = out.pop("max_length_a", 0), out.pop("max_length_b", 0)
     if a:
         out["max_new_tokens"] = min(out["max_new_tokens"], int(a * input_ids.shape[1]) + b)
+        if "min_new_tokens" in out:
+            out["min_new_tokens"] = min(out["min_new_tokens"], out["max_new_tokens"])
     return out
 
 
-def translate(model, tokenizer, sources: Sequence[str], prefix: str, max_source: int, batch_size: int,
-              options: dict) -> list[str]:
-    """Translations in input order: sentences sorted by length (longest first) into batches, so a batch carries
-    little padding and the beams of a batch end at about the same step."""
+def generate_in_order(model, loader, accelerator, tokenizer, options: dict, n: int) -> tuple[list[str], list[int]]:
+    """Outputs for the `n` examples of `loader` (batches with an "index" column, each process its share), in the
+    examples' order, with their lengths in tokens (special tokens not counted)."""
+    pad = tokenizer.pad_token_id
+    special = torch.tensor(sorted({i for i in tokenizer.all_special_ids if i is not None}), dtype=torch.long)
+    found: dict[int, tuple[str, int]] = {}
+    with torch.no_grad():
+        for batch in loader:
+            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 **batch_options(options, batch["input_ids"]))
+            out = accelerator.pad_across_processes(out, dim=1, pad_index=pad)
+            out, index = accelerator.gather_for_metrics((out, batch["index"]))  # (B, T) ids, (B,)
+            lengths = (~torch.isin(out, special.to(out.device))).sum(dim=1).tolist()
+            for i, text, length in zip(index.tolist(), tokenizer.batch_decode(out, skip_special_tokens=True), lengths):
+                found[i] = (text.strip(), length)
+    if len(found) != n:
+        raise RuntimeError(f"evaluation generated outputs for {len(found)} of {n} examples")
+    return [found[i][0] for i in range(n)], [found[i][1] for i in range(n)]
+
+
+def generate_texts(model, tokenizer, sources: Sequence[str], prefix: str, max_source: int, batch_size: int,
+                   options: dict) -> list[str]:
+    """Outputs (translations, summaries) in input order: sources sorted by length (longest first) into batches, so
+    a batch carries little padding and the beams of a batch end at about the same step."""
     order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
     out: list[Optional[str]] = [None] * len(sources)
     device = next(model.parameters()).device
@@ -356,6 +464,9 @@ def translate(model, tokenizer, sources: Sequence[str], prefix: str, max_source:
             for i, text in zip(chosen, tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 out[i] = text.strip()
     return out  # type: ignore[return-value]
+
+
+translate = generate_texts
 
 
 # -- checkpoint averaging ---------------------------------------------------------------------------------------
@@ -372,3 +483,34 @@ def averaged_weights(checkpoints: Sequence[Path]) -> dict[str, torch.Tensor]:
             else:
                 total[name] = tensor.float().clone()
     return {name: tensor / len(checkpoints) for name, tensor in total.items()}
+
+
+def average(model, run, accelerator, loaders, final: dict, n: int, evaluate_fn, log, main_metric: str) -> Optional[dict]:
+    """Average the last `n` checkpoints' weights; keep the average when it scores at least as well on `main_metric`
+    (greater is better) as the model the loop ended with (the best checkpoint), else put that model back."""
+    checkpoints = run.checkpoints()[-n:]
+    if len(checkpoints) < 2:
+        log(f"checkpoint averaging: only {len(checkpoints)} checkpoint(s), nothing to average")
+        return None
+    unwrapped = accelerator.unwrap_model(model)
+    kept = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+    averaged = averaged_weights(checkpoints)
+    missing, unexpected = unwrapped.load_state_dict(averaged, strict=False)
+    if unexpected or any(k in kept and not _tied(k) for k in missing):
+        raise TlabError(f"checkpoint averaging: the checkpoints do not match the model ({(unexpected or missing)[0]})")
+    unwrapped.tie_weights()
+    scores = evaluate_fn(model, loaders, accelerator)
+    names = [c.name for c in checkpoints]
+    main, before = scores.get(main_metric), (final or {}).get(main_metric)
+    if before is not None and main is not None and main < before:
+        log(f"averaging {', '.join(names)} scored {main_metric} {main:.2f} < {before:.2f}: keeping the model as it was")
+        unwrapped.load_state_dict(kept)
+        evaluate_fn(model, loaders, accelerator)  # the artifacts belong to the saved model
+        return None
+    log(f"averaged {', '.join(names)}: {main_metric} {main:.2f}" + (f" (was {before:.2f})" if before is not None else ""))
+    return {**scores, "averaged_checkpoints": names}
+
+
+def _tied(name: str) -> bool:
+    """Weights that safetensors stores once (tied embeddings) come back through tie_weights."""
+    return "embed" in name or "lm_head" in name or "shared" in name

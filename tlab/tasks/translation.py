@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
-
 from tlab import finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
@@ -28,56 +26,36 @@ def _hub(info: TaskInfo) -> Optional[tuple[str, str]]:
 
 
 def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True) -> Prepared:
-    t, s = cfg.translation, cfg.seq2seq
+    s = cfg.seq2seq
     src, tgt = _languages(info, cfg)
-    if not train and not cfg.model.name_or_path:
-        raise TlabError("pass --model: a translation run directory or model to evaluate")
-    if t.warm_start and not cfg.model.name_or_path:
-        raise TlabError("--warm-start builds on an encoder checkpoint: pass --model (e.g. a BERT directory)")
-    if s.average_checkpoints > cfg.train.keep_checkpoints:
-        raise TlabError(f"seq2seq.average_checkpoints {s.average_checkpoints} needs train.keep_checkpoints >= "
-                        f"{s.average_checkpoints} (it is {cfg.train.keep_checkpoints})")
+    seq2seq.check_options(cfg, train, "translation")
     with accelerator.main_process_first():
         train_ds, valid_ds, notes = translation_data.load(cfg, src, tgt, train, log, _hub(info))
-        if cfg.model.name_or_path:
-            model, tokenizer = seq2seq.load(cfg.model.name_or_path, cfg, src, tgt, train, log,
-                                            from_encoder=t.warm_start, purpose="translation")
-        else:
-            tokenizer = seq2seq.shared_tokenizer(train_ds["source"], train_ds["target"], cfg.model.vocab_size)
-            model = seq2seq.from_preset(cfg.model.preset, tokenizer, cfg.model.overrides,
-                                        max(s.max_source_length, s.max_target_length, s.max_new_tokens))
-            notes["preset"] = cfg.model.preset
+        model, tokenizer, built = seq2seq.build(cfg, train_ds, src, tgt, train, log, "translation")
+        notes.update(built)
         prefix = seq2seq.source_prefix(model, cfg, src, tgt, log)
         if cfg.model.name_or_path:
             seq2seq.warn_if_lossy(tokenizer, list(valid_ds["target"][:200]), cfg.model.name_or_path, log)
         start = model.generation_config.decoder_start_token_id
-        options = {"tokenizer": tokenizer, "prefix": prefix, "max_source": s.max_source_length, "decoder_start": start}
-        train_feats = None
-        if train_ds is not None:
-            train_feats = train_ds.map(seq2seq.tokenize, batched=True, remove_columns=train_ds.column_names,
-                                       fn_kwargs={**options, "max_target": s.max_target_length}, desc="tokenizing")
-        # generation batches of similar length, longest first; "index" puts the translations back in file order
-        valid_ds = valid_ds.add_column("index", list(range(len(valid_ds))))
-        order = sorted(range(len(valid_ds)), key=lambda i: -len(valid_ds[i]["source"]))
-        valid_feats = valid_ds.select(order).map(
-            lambda rows: {**seq2seq.tokenize(rows, max_target=None, **options), "index": rows["index"]},
-            batched=True, remove_columns=valid_ds.column_names, desc="tokenizing")
+        train_feats, valid_ds, valid_feats = seq2seq.features(train_ds, valid_ds, tokenizer, prefix, cfg, start)
     if train:
         model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     world = accelerator.num_processes
-    pad = tokenizer.pad_token_id
-    collate = seq2seq.Seq2SeqCollator(pad, start)
+    collate = seq2seq.Seq2SeqCollator(tokenizer.pad_token_id, start)
     eval_loaders = scaffold.eval_loaders({"validation": valid_feats}, cfg, world, collate)
     artifacts: dict[str, Any] = {}
-    gen = {**seq2seq.generation_options(cfg), **({"forced_bos_token_id": model.generation_config.forced_bos_token_id}
-                                                 if getattr(model.generation_config, "forced_bos_token_id", None) else {})}
+    gen = seq2seq.model_generation_options(model, cfg)
+
     def scores(m, loaders, acc):
         return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, tgt, artifacts)
+
+    def finish(m, run, acc, loaders, final):
+        return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, MAIN_METRIC)
 
     job = Job(
         model=model,
         train_data=train_feats.with_format("python") if train_feats is not None else None,
-        train_batches=_batches(info, cfg, train_feats, world, log) if train_feats is not None else None,
+        train_batches=seq2seq.train_batches(info, cfg, train_feats, world, log) if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,
         evaluate=scores,
@@ -86,25 +64,13 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         artifacts=artifacts,
         count_tokens=seq2seq.count_tokens,
         loss=seq2seq.label_smoothed_loss(s.label_smoothing),
-        finish=(lambda m, run, acc, loaders, final: average(m, run, acc, loaders, final, s.average_checkpoints, scores, log))
-        if s.average_checkpoints else None,
+        finish=finish if s.average_checkpoints else None,
     )
     summary = {"source_lang": src, "target_lang": tgt, "train_examples": 0 if train_ds is None else len(train_ds),
                "validation_examples": len(valid_ds), "vocab_size": len(tokenizer), **notes,
                **({"max_tokens": s.max_tokens} if s.max_tokens and world == 1 else {}),
                **({"source_prefix": prefix} if prefix else {})}
     return Prepared(job, tokenizer, summary)
-
-
-def _batches(info: TaskInfo, cfg: RunConfig, feats, world: int, log):
-    sources = [len(ids) for ids in feats["input_ids"]]
-    if cfg.seq2seq.max_tokens and world > 1:
-        log(f"token-budget batches (seq2seq.max_tokens) are single-process for now: with {world} processes, "
-            f"batches of train.batch_size {cfg.train.batch_size} sentences per process, length-grouped")
-    elif cfg.seq2seq.max_tokens:
-        targets = [len(ids) for ids in feats["labels"]]
-        return seq2seq.TokenBatches(sources, targets, cfg.seq2seq.max_tokens, cfg.train.seed)
-    return scaffold.train_batches(info, cfg, len(feats), world, sources)
 
 
 def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: str, artifacts: dict) -> dict:
@@ -114,21 +80,9 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: s
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    pad = tokenizer.pad_token_id
     results: dict[str, Any] = {}
     for split, loader in loaders.items():
-        found: dict[int, str] = {}
-        with torch.no_grad():
-            for batch in loader:
-                out = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                         **seq2seq.batch_options(gen, batch["input_ids"]))
-                out = accelerator.pad_across_processes(out, dim=1, pad_index=pad)
-                out, index = accelerator.gather_for_metrics((out, batch["index"]))
-                for i, text in zip(index.tolist(), tokenizer.batch_decode(out, skip_special_tokens=True)):
-                    found[i] = text.strip()
-        if len(found) != len(examples):
-            raise RuntimeError(f"evaluation translated {len(found)} of {len(examples)} sentences")
-        hypotheses = [found[i] for i in range(len(examples))]
+        hypotheses, _lengths = seq2seq.generate_in_order(unwrapped, loader, accelerator, tokenizer, gen, len(examples))
         references = list(examples["target"])
         bleu = metrics.load("sacrebleu").compute(predictions=hypotheses, references=references)
         chrf = metrics.load("chrf").compute(predictions=hypotheses, references=references)
@@ -143,37 +97,6 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: s
     return results
 
 
-def average(model, run, accelerator, loaders, final: dict, n: int, evaluate_fn, log) -> Optional[dict]:
-    """Average the last `n` checkpoints' weights; keep the average when it scores at least as well as the model
-    the loop ended with (the best checkpoint), else put that model back."""
-    checkpoints = run.checkpoints()[-n:]
-    if len(checkpoints) < 2:
-        log(f"checkpoint averaging: only {len(checkpoints)} checkpoint(s), nothing to average")
-        return None
-    unwrapped = accelerator.unwrap_model(model)
-    kept = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
-    averaged = seq2seq.averaged_weights(checkpoints)
-    missing, unexpected = unwrapped.load_state_dict(averaged, strict=False)
-    if unexpected or any(k in kept and not _tied(unwrapped, k) for k in missing):
-        raise TlabError(f"checkpoint averaging: the checkpoints do not match the model ({(unexpected or missing)[0]})")
-    unwrapped.tie_weights()
-    scores = evaluate_fn(model, loaders, accelerator)
-    names = [c.name for c in checkpoints]
-    main, before = scores.get(MAIN_METRIC), (final or {}).get(MAIN_METRIC)
-    if before is not None and main is not None and main < before:
-        log(f"averaging {', '.join(names)} scored {MAIN_METRIC} {main:.2f} < {before:.2f}: keeping the model as it was")
-        unwrapped.load_state_dict(kept)
-        evaluate_fn(model, loaders, accelerator)  # the artifacts belong to the saved model
-        return None
-    log(f"averaged {', '.join(names)}: {MAIN_METRIC} {main:.2f}" + (f" (was {before:.2f})" if before is not None else ""))
-    return {**scores, "averaged_checkpoints": names}
-
-
-def _tied(model, name: str) -> bool:
-    """Weights that safetensors stores once (tied embeddings) come back through tie_weights."""
-    return "embed" in name or "lm_head" in name or "shared" in name
-
-
 save = finetuning.save  # LoRA merged, safetensors
 
 
@@ -181,10 +104,8 @@ class Translator:
     """`tlab predict` for a translation model: one translation per input sentence, in input order."""
 
     def __init__(self, model_path: str, cfg: RunConfig):
-        from transformers import AutoModelForSeq2SeqLM
-
         path = modeling.resolve_checkpoint(model_path)
-        self.model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, trained_only="translation model").eval()
+        self.model = seq2seq.load_trained(path, "translation")
         self.tokenizer = modeling.load_tokenizer(path)
         from tlab import tasks
 
@@ -194,10 +115,7 @@ class Translator:
             seq2seq.set_language_codes(self.model, self.tokenizer, src, tgt, path)
         self.prefix = seq2seq.source_prefix(self.model, cfg, src, tgt, lambda _m: None)
         self.max_source = cfg.seq2seq.max_source_length
-        self.options = seq2seq.generation_options(cfg)
-        forced = getattr(self.model.generation_config, "forced_bos_token_id", None)
-        if forced:
-            self.options["forced_bos_token_id"] = forced
+        self.options = seq2seq.model_generation_options(self.model, cfg)
 
     @classmethod
     def for_model(cls, model: str, task: Optional[str] = None, overrides: Optional[list[str]] = None) -> "Translator":
