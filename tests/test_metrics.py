@@ -208,7 +208,7 @@ def test_sacrebleu_needs_the_same_number_of_references():
 def test_load_is_offline_with_batches(monkeypatch, no_network):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert set(metrics.LOCAL_METRICS) == {"accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr",
-                                          "squad", "squad_v2", "sacrebleu", "chrf", "seqeval", "multi_label"}
+                                          "squad", "squad_v2", "sacrebleu", "chrf", "seqeval", "multi_label", "rouge"}
     for name in metrics.LOCAL_METRICS:
         assert metrics.load(name).name == name
     accuracy = metrics.load("accuracy")
