@@ -270,7 +270,7 @@ def test_other_names_go_to_the_hub(monkeypatch):
     monkeypatch.setattr(evaluate, "load", lambda name, **kw: asked.append(name) or name)
     assert metrics.load("bertscore") == "bertscore"
     metrics.load("spearmanr")
-    assert asked[0] == "rouge"
+    assert asked[0] == "bertscore"
     assert asked[1].endswith(os.path.join("tlab", "metrics", "spearmanr.py")) and os.path.isabs(asked[1])
 
 
