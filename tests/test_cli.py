@@ -62,7 +62,7 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
 
 def test_cli_import_stays_light():
     code = ("import sys, tlab.cli; print(','.join(m for m in ('torch', 'transformers', 'datasets', 'accelerate', "
-            "'matplotlib', 'mlflow', 'wandb') if m in sys.modules))")
+            "'matplotlib', 'mlflow', 'wandb', 'optuna', 'sqlalchemy') if m in sys.modules))")
     heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert heavy == ""
 

@@ -457,9 +457,11 @@ def load(
     overrides: Optional[list[str]] = None,
     defaults: Optional[dict[str, Any]] = None,
     run_config: Optional[str] = None,
+    own_sections: tuple[str, ...] = (),
 ) -> RunConfig:
     """Merge defaults < command defaults < a run's config.yaml < YAML < flags < key=value overrides into a
-    validated RunConfig. `run_config` (tlab eval of a run) contributes how the run was trained, not where it wrote."""
+    validated RunConfig. `run_config` (tlab eval of a run) contributes how the run was trained, not where it wrote.
+    `own_sections`: top-level keys of the YAML file that the calling command reads itself (tlab sweep's `sweep:`)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -478,6 +480,10 @@ def load(
             loaded = OmegaConf.load(path)
             if not isinstance(loaded, type(merged)) and loaded is not None:
                 raise TlabError(f"config file {config_file} must hold a mapping of keys to values")
+            for key in own_sections:
+                loaded.pop(key, None)
+            if loaded is not None and "sweep" in loaded:
+                raise TlabError(f"config file {config_file} has a sweep: block: run it with `tlab sweep --config {config_file}`")
             layers.append(loaded or {})
         layers.append(_nest(flags or {}))
         for item in overrides or []:
@@ -532,6 +538,11 @@ def _move_keys(layer: Any) -> Any:
     return layer  # seq2seq given a plain value: _check_sections has refused it already
 
 
+def check_key(dotted: str) -> None:
+    """Refuse an unknown dotted key with one line naming it (tlab sweep checks its search space with it)."""
+    _check_key(_moved_key(dotted))
+
+
 def _check_key(dotted: str) -> None:
     """Name the whole dotted key when it is unknown (OmegaConf reports only the first unknown part)."""
     node: Any = RunConfig
@@ -561,6 +572,26 @@ def _explain(exc: Exception) -> str:
     if exc.__class__.__name__ in ("ConfigKeyError", "ConfigAttributeError"):
         return f"unknown config key {key!r} (see `tlab <command> --dry-run` for the valid keys)"
     return f"invalid value for {key}: {text}" if key else f"invalid configuration: {text}"
+
+
+def with_values(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """`cfg` with dotted keys set to `values` (None included), checked as `load` checks an override: how tlab sweep
+    makes a trial's config from its base config and the trial's parameters."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        check_key(key)
+        node = nested
+        *parents, leaf = _moved_key(key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg), nested))
+    except OmegaConfBaseException as exc:
+        raise TlabError(_explain(exc)) from None
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -17,3 +17,12 @@ class Diverged(TlabError):
 
 class Preempted(TlabError):
     exit_code = PREEMPTED_EXIT
+
+
+class Pruned(Exception):
+    """Raised by a run's `report` hook (tlab sweep's pruner) at an evaluation: the run stops there, its run directory
+    says so in metrics.json, and the caller records the trial as pruned. An outcome, not bad input: no TlabError."""
+
+    def __init__(self, step: int, metrics: dict):
+        super().__init__(f"pruned at step {step}")
+        self.step, self.metrics = step, dict(metrics)

@@ -5,7 +5,8 @@ FAULT_ENV is "POINT:STEP[,POINT:STEP]" with POINT one of kill-after-step (SIGKIL
 kill-in-save (SIGKILL with step STEP's checkpoint written but not yet committed), kill-in-prune (SIGKILL while an
 old checkpoint is being deleted after step STEP's commit), kill-in-model-save (SIGKILL with model/ written but not
 renamed into place, STEP = last step), term-after-step (SIGTERM to itself, as Slurm sends), nan-from-step (the loss
-turns NaN from that step on).
+turns NaN from that step on), kill-in-trial (tlab sweep: SIGKILL at trial number STEP's first report to the pruner,
+its checkpoint saved).
 """
 
 from __future__ import annotations

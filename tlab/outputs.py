@@ -332,6 +332,17 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
             self.path = self.final
 
+    def pruned(self, step: int, metrics: dict[str, Any], facts: dict[str, Any]) -> None:
+        """A run stopped by a sweep's pruner: metrics.json says so (with the evaluation that decided it) and its
+        checkpoints go, since nobody resumes a pruned run."""
+        if not self.is_main:
+            return
+        self.log({"event": "pruned", "time": time.time(), "step": step})
+        self.write_metrics({"state": "pruned", **facts, "steps": step, "final": metrics, "pruned_at_step": step,
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        _remove(self.path / CHECKPOINTS)
+        self.finish()
+
     def abandon(self) -> None:
         """After a failure: remove what this run created unless it holds a checkpoint worth resuming."""
         if self.is_main and self.created and not self.checkpoints():

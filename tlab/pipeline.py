@@ -12,16 +12,22 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from tlab import __version__, config, outputs, tasks, trackers
 from tlab.config import RunConfig
-from tlab.errors import TlabError
+from tlab.errors import Pruned, TlabError
 from tlab.runtime import quiet_libraries
 
+if TYPE_CHECKING:  # torch comes with the loop: imported when a run starts
+    from tlab.train import Report
 
-def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """`command`: the command line as typed (the CLI passes sys.argv), kept in log.jsonl for the model card."""
+
+def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[Sequence[str]] = None,
+        report: Optional[Report] = None) -> dict[str, Any]:
+    """`command`: the command line as typed (the CLI passes sys.argv), kept in log.jsonl for the model card.
+    `report(step, metrics, main_metric)`: called after each evaluation but the last (tlab sweep's pruner); raising
+    `tlab.errors.Pruned` stops the run, whose directory then says so (metrics.json "state": "pruned")."""
     if not cfg.output_dir:
         cfg = dataclasses.replace(cfg, output_dir=outputs.default_output_dir(cfg.task))
     task = tasks.info(cfg.task)
@@ -41,13 +47,13 @@ def run(cfg: RunConfig, echo: Callable[[str], None] = print, command: Optional[S
     # Rank 0 locks the run directory (an existing one now, a new one as it creates it) until the process ends.
     run_dir = outputs.RunDir.plan(cfg.output_dir, cfg.resume, cfg.overwrite, accelerator.is_main_process)
     try:
-        return _run_locked(cfg, task, accelerator, run_dir, say, command)
+        return _run_locked(cfg, task, accelerator, run_dir, say, command, report)
     finally:
         run_dir.release()
 
 
 def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outputs.RunDir, say: Callable[[str], None],
-                command: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                command: Optional[Sequence[str]] = None, report: Optional[Report] = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from tlab import faults, runtime, train
@@ -89,7 +95,7 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
         if facts["precision"] == "fp32" and accelerator.device.type == "cpu" and runtime.cpu_has_bf16_units():
             say("hint: this CPU has bf16 matrix units (AMX): --precision bf16 trains faster here (see BENCHMARKS.md)")
         with runtime.attention_kernels(accelerator):
-            result = train.fit(cfg, job, accelerator, run_dir, say)
+            result = train.fit(cfg, job, accelerator, run_dir, say, report)
         model, state_dict = result.pop("model"), result.pop("state_dict")
         model_path = None
         if accelerator.is_main_process:
@@ -121,7 +127,11 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
         return metrics
     except BaseException as exc:
         trackers.abort(accelerator, exc)
-        run_dir.abandon()
+        if isinstance(exc, Pruned):
+            say(f"pruned at step {exc.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in exc.metrics.items()))
+            run_dir.pruned(exc.step, exc.metrics, {**facts, "versions": versions()})
+        else:
+            run_dir.abandon()
         raise
 
 

@@ -52,7 +52,7 @@ def _number(value: Any) -> bool:
 class Run:
     path: Path
     task: str
-    status: str  # finished | running | interrupted | eval (a `tlab eval` results file)
+    status: str  # finished | pruned (by tlab sweep) | running | interrupted | eval (a `tlab eval` results file)
     facts: dict = field(default_factory=dict)  # the start record and metrics.json, merged
     metrics: Optional[dict] = None  # metrics.json (or the eval results file)
     train: dict = field(default_factory=dict)  # step -> the last training record of that step
@@ -130,7 +130,7 @@ def load(path: str) -> Run:
     if held_by_another(target):
         run.status = "running"
     elif run.metrics is not None:
-        run.status = "finished"
+        run.status = "pruned" if run.metrics.get("state") == "pruned" else "finished"
     if not records and run.metrics is None:
         run.notes.append("log.jsonl is empty or missing: nothing logged yet")
     return run
@@ -273,7 +273,7 @@ def tables(runs: list[Run]) -> list[Table]:
             top = best(run, main, greater)
             if top is None and main and run.complete and _number(final.get(main)):
                 top = (final[main], run.steps())
-            status = run.status if run.status in ("finished", "eval") else f"{run.status} (no metrics.json)"
+            status = run.status if run.status in ("finished", "pruned", "eval") else f"{run.status} (no metrics.json)"
             scores = [_compact(final.get(name)) for name in names]
             best_cell = [f"{_compact(top[0])} ({top[1]})" if top else "—"] if main else []
             rows.append([run.label, status, str(run.facts.get("model") or "—"), _compact(run.facts.get("parameters")),

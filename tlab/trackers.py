@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from tlab.errors import PREEMPTED_EXIT, TlabError
+from tlab.errors import PREEMPTED_EXIT, Pruned, TlabError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "none")
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # tracker -> pip package
@@ -204,8 +204,9 @@ def finish(accelerator, metrics: dict[str, Any], model_dir: Optional[Path], say=
 
 
 def abort(accelerator, exc: BaseException) -> None:
-    """A failed or stopped run ends its tracker runs as such (MLflow FAILED / KILLED), not as still running."""
-    stopped = isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == PREEMPTED_EXIT
+    """A failed or stopped (preempted, interrupted, pruned) run ends its tracker runs as such (MLflow FAILED / KILLED),
+    not as still running."""
+    stopped = isinstance(exc, (KeyboardInterrupt, Pruned)) or getattr(exc, "exit_code", None) == PREEMPTED_EXIT
     for tracker in list(getattr(accelerator, "trackers", [])):
         try:
             if tracker.name == "mlflow":

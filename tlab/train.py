@@ -40,17 +40,24 @@ class FitState:
     scheduler: Optional[dict] = None
 
 
-def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
-    """Train `job.model` as cfg.train says; return the final and best evaluation metrics and throughput."""
+Report = Callable[[int, dict, str], None]  # (step, evaluation metrics, the job's main metric)
+
+
+def fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None],
+        report: Optional[Report] = None) -> dict[str, Any]:
+    """Train `job.model` as cfg.train says; return the final and best evaluation metrics and throughput.
+    `report(step, metrics, main_metric)` is called after each evaluation but the last, once the step's checkpoint
+    (if it has one) is saved: tlab sweep's pruner, which may raise `tlab.errors.Pruned` to stop the run there."""
     if cfg.train.cheap_dropout and accelerator.device.type == "cpu":
         from tlab.cheap_dropout import cheap_dropout
 
         with cheap_dropout(job.model):
-            return _fit(cfg, job, accelerator, run, log)
-    return _fit(cfg, job, accelerator, run, log)
+            return _fit(cfg, job, accelerator, run, log, report)
+    return _fit(cfg, job, accelerator, run, log, report)
 
 
-def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None]) -> dict[str, Any]:
+def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str], None],
+         report: Optional[Report]) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     tc: TrainConfig = cfg.train
@@ -105,6 +112,8 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
                         improved = _track_best(state, last_eval, job)
                         if improved or state.step % save_every == 0 or at_end or time_due or term_now:
                             saver.save()
+                        if report is not None and not at_end:  # the last evaluation is the run's result
+                            report(state.step, last_eval, job.main_metric)
                         stop = tc.patience > 0 and state.evals_without_gain >= tc.patience
                         if stop and accelerator.is_main_process:
                             bar.write(f"early stop: {job.main_metric} did not improve for {tc.patience} evaluations")

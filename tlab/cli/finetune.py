@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from tlab.cli import app, execute, options as o, user_errors
-
-FINETUNE_DEFAULTS = {"task": "sst2", "train.lr": 5e-5, "train.epochs": 3.0, "train.warmup": 0.06,
-                     "train.batch_size": 32}
+from tlab.cli.defaults import FINETUNE_DEFAULTS, finetune_defaults as defaults  # noqa: F401  (kept importable from here)
 
 
 @app.command()
@@ -94,13 +92,3 @@ def finetune(
 
                 raise TlabError(f"{task} is a pretraining objective: use `tlab pretrain --objective {task}`")
         execute(defaults(flags, config, overrides), flags, config, overrides, dry_run)
-
-
-def defaults(flags: dict, config_file, overrides) -> dict:
-    """FINETUNE_DEFAULTS and the task family's own (translation from scratch has a recipe of its own): the task and
-    model are read from a first resolution of the same flags, YAML and overrides."""
-    from tlab import config as config_mod
-    from tlab.tasks import defaults_for
-
-    cfg = config_mod.load(config_file, flags, overrides, defaults=FINETUNE_DEFAULTS)
-    return {**FINETUNE_DEFAULTS, **defaults_for(cfg.task, from_scratch=not cfg.model.name_or_path)}

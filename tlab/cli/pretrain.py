@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from tlab.cli import app, execute, options as o, user_errors
+from tlab.cli.defaults import PRETRAIN_DEFAULTS
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -59,9 +60,3 @@ def pretrain(
         flags.update({"task": objective, "model.preset": preset, "data.block_size": block_size,
                       "model.vocab_size": vocab_size, "model.tokenizer": tokenizer})
         execute(PRETRAIN_DEFAULTS, flags, config, overrides, dry_run, preprocess_only)
-
-
-# The main job's defaults: sized to finish in under 3 minutes on 2 CPU cores without AVX-512 (150 steps; ~2.5 min on
-# an AMD EPYC with AVX2 only, ~1.5 min on a Xeon with AVX-512), evaluating once an epoch.
-PRETRAIN_DEFAULTS = {"task": "mlm", "train.epochs": 2.0, "train.lr": 1e-3, "train.warmup": 0.1, "train.eval_every": 0,
-                     "data.max_eval_samples": 600}
