@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from tlab import __version__, config, outputs, tasks, trackers
+from tlab import __version__, config, outcomes, outputs, tasks, trackers
 from tlab.config import RunConfig
 from tlab.errors import Pruned, TlabError
 from tlab.runtime import quiet_libraries
@@ -106,6 +106,9 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
             model_path = run_dir.save_model(save)
         for name, content in job.artifacts.items():  # the final evaluation's predictions (QA), beside metrics.json
             run_dir.write_artifact(name, content)
+        if job.outcomes:  # the saved model's per-example outcomes: what `tlab eval --baseline RUN` compares with
+            run_dir.write_json(outcomes.OUTCOMES_FILE, {"task": cfg.task, "fingerprint": outcomes.fingerprint_all(job.outcomes),
+                                                        "outcomes": job.outcomes})
         metrics = {**facts, **result, "model_path": str(model_path) if model_path else None, "versions": versions(),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         run_dir.write_metrics(metrics)
@@ -222,4 +225,30 @@ def evaluate(cfg: RunConfig, echo: Callable[[str], None] = print) -> dict[str, A
         "versions": versions(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "artifacts": job.artifacts,
+        # per example: id, input digest, prediction and reference, per split (`tlab eval --baseline` compares them)
+        "fingerprint": outcomes.fingerprint_all(job.outcomes),
+        "outcomes": job.outcomes,
     }
+
+
+def read_baseline(path: str, task: str) -> dict:
+    """`tlab eval --baseline`, read before anything is evaluated: a missing file, or results or a run of another
+    task, fail here (a plain model directory has no task: it is evaluated on this one)."""
+    base = outcomes.load(path)
+    if base["task"] is not None and base["task"] != task:
+        raise TlabError(f"--baseline {path} is of task {base['task']}, this evaluation of {task}: compare evaluations "
+                        "of one task")
+    return base
+
+
+def compare(cfg: RunConfig, results: dict[str, Any], base: dict, path: str, tolerances: dict[str, float],
+            echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The paired comparison of `results` with --baseline `path` (read by `read_baseline`). A run or model
+    directory whose outcomes are missing, or are of other examples, is first evaluated on these examples (the
+    same config, its model)."""
+    outcomes.check_tolerances(tolerances, list(results["metrics"]), results.get("outcomes"), cfg.task)
+    if Path(path).is_dir() and outcomes.fingerprint_all(base["outcomes"] or {}) != results.get("fingerprint"):
+        echo(f"evaluating the baseline {path} on the same examples")
+        other = evaluate(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=path)), echo=echo)
+        base = {"task": cfg.task, "outcomes": other.get("outcomes"), "source": path}
+    return outcomes.compare(base, {"task": cfg.task, "outcomes": results.get("outcomes")}, tolerances, source=path)

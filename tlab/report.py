@@ -3,7 +3,9 @@ quantity, one line per run), report.md and optionally one self-contained HTML pa
 
 Reads whatever a run directory holds, so it works on finished, running and interrupted runs (metrics.json is
 written only at the end) and on resumed ones (the last record of a step wins). `tlab eval --output` results files
-are accepted too, as table rows without curves. matplotlib is imported only when plotting.
+are accepted too, as table rows without curves. matplotlib is imported only when plotting. Runs of one task
+that kept per-example outcomes (a run's outcomes.json, an eval results file's "outcomes") are also compared
+example by example, each against the first given: delta, 95% paired-bootstrap interval, p-value (tlab.outcomes).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Run:
     evals: dict = field(default_factory=dict)  # step -> {metric: value} of the last evaluation at that step
     notes: list = field(default_factory=list)
     label: str = ""
+    outcomes: Optional[dict] = None  # split -> per-example outcomes (tlab.outcomes), when the run kept them
 
     @property
     def complete(self) -> bool:
@@ -125,6 +128,7 @@ def load(path: str) -> Run:
     if run.metrics:
         run.facts.update(run.metrics)
     run.task = run.facts.get("task") or _config_task(target) or "?"
+    run.outcomes = _outcomes(target / "outcomes.json", run.notes)
     from tlab.runlock import held_by_another
 
     if held_by_another(target):
@@ -152,7 +156,17 @@ def _load_eval_results(path: Path) -> Run:
         raise TlabError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "metrics" not in data or "task" not in data:
         raise TlabError(f"{path} is neither a tlab run directory nor a `tlab eval --output` results file")
-    return Run(path, task=data["task"], status="eval", facts=dict(data), metrics=data)
+    return Run(path, task=data["task"], status="eval", facts=dict(data), metrics=data, outcomes=data.get("outcomes") or None)
+
+
+def _outcomes(path: Path, notes: list) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("outcomes") or None
+    except (ValueError, AttributeError):
+        notes.append(f"{path.name} is not valid JSON: not compared")
+        return None
 
 
 def labels(runs: list[Run]) -> None:
@@ -344,6 +358,51 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
 
 
+# -- paired comparisons --------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    task: str
+    baseline: str  # run labels
+    new: str
+    result: dict  # tlab.outcomes.compare's
+
+
+def comparisons(runs: list[Run], found_notes: list[str]) -> list[Comparison]:
+    """Per task, every run with per-example outcomes against the first such run, on the same examples; runs of
+    other examples get a note instead."""
+    from tlab import outcomes
+
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.outcomes:
+            groups.setdefault(run.task, []).append(run)
+    made = []
+    for task, members in groups.items():
+        first = members[0]
+        for other in members[1:]:
+            try:
+                result = outcomes.compare({"task": task, "outcomes": first.outcomes}, {"task": task, "outcomes": other.outcomes},
+                                          source=first.label, what=first.label)
+            except TlabError as exc:
+                found_notes.append(f"{other.label} not compared with {first.label} example by example: {exc}")
+                continue
+            made.append(Comparison(task, first.label, other.label, result))
+    return made
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    from tlab import outcomes
+
+    rows = outcomes.table(comparison.result)
+    return markdown(Table(comparison.task, rows[0], rows[1:], rows[0], rows[1:]))
+
+
+def comparison_title(comparison: Comparison) -> str:
+    r = comparison.result
+    return (f"{comparison.new} against {comparison.baseline}: {r['examples']} examples, new - baseline, "
+            f"{r['level']:.0%} paired-bootstrap intervals ({r['resamples']} resamples, seed {r['seed']})")
+
+
 # -- the report -----------------------------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -352,6 +411,7 @@ class Report:
     plots: list[Plot]
     notes: list[str]
     files: list[Path]
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 def notes(runs: list[Run]) -> list[str]:
@@ -375,6 +435,7 @@ def build(paths: list[str], output: Optional[str] = None, html_page: bool = Fals
     except OSError as exc:
         raise TlabError(f"cannot write the report to {out}: {exc.strerror}") from None
     report = Report(runs, tables(runs), plots(runs, out), notes(runs), [])
+    report.comparisons = comparisons(runs, report.notes)
     from tlab.outputs import write_atomic
 
     write_atomic(out / "report.md", to_markdown(report))
@@ -389,6 +450,8 @@ def to_markdown(report: Report, compact: bool = False) -> str:
     parts = []
     for table in report.tables:
         parts += [f"### {table.task}" if not compact else f"**{table.task}**", "", markdown(table, compact), ""]
+        for comparison in (c for c in report.comparisons if c.task == table.task):
+            parts += [f"paired comparison, {comparison_title(comparison)}:", "", comparison_markdown(comparison), ""]
         if not compact:
             parts += [f"![{p.task}: {p.quantity}]({p.path.name})" for p in report.plots if p.task == table.task] + [""]
     parts += [f"- {note}" for note in report.notes]
@@ -402,7 +465,16 @@ def to_html(report: Report) -> str:
         body.append(f"<h2>{html.escape(table.task)}</h2><table><tr>"
                     + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>")
         body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows]
-        body.append("</table><div class='plots'>")
+        body.append("</table>")
+        for comparison in (c for c in report.comparisons if c.task == table.task):
+            from tlab import outcomes
+
+            rows = outcomes.table(comparison.result)
+            body.append(f"<p>paired comparison, {html.escape(comparison_title(comparison))}</p><table><tr>"
+                        + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
+            body.append("</table>")
+        body.append("<div class='plots'>")
         for plot in (p for p in report.plots if p.task == table.task):
             data = base64.b64encode(plot.path.read_bytes()).decode()
             body.append(f"<img alt='{html.escape(plot.task)}: {html.escape(plot.quantity)}' "

@@ -343,9 +343,9 @@ def _finish(job: Job, model, eval_loaders, accelerator, run: RunDir, state: FitS
     if job.restore_best and state.best_checkpoint and state.best_checkpoint != f"step-{state.step}":
         checkpoints.load(accelerator, run.path / "checkpoints" / state.best_checkpoint)  # keep the best model
         final = state.best_metrics or last_eval
-        if job.artifacts and job.finish is None:
-            # the files written beside the scores (predictions, translations, summaries) are the last evaluation's:
-            # make them the saved model's (job.finish evaluates what it keeps itself)
+        if (job.artifacts or job.outcomes) and job.finish is None:
+            # the files written beside the scores (predictions, translations, summaries, per-example outcomes) are
+            # the last evaluation's: make them the saved model's (job.finish evaluates what it keeps itself)
             job.evaluate(model, eval_loaders, accelerator)
     if job.finish is not None and state.step:
         replaced = job.finish(model, run, accelerator, eval_loaders, final)

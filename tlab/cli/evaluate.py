@@ -21,7 +21,9 @@ def eval_command(
     split: Annotated[Optional[str], typer.Option("--split", help="Score this split of the task's data instead of its validation split(s), by the task's name for it, e.g. test or testb for conll2003, validation_mismatched for mnli (data.eval_split; `tlab tasks` lists the tasks).", rich_help_panel="Data")] = None,
     minimum: Annotated[Optional[list[str]], typer.Option("--min", help="Gate: metric=value; exit 1 when the metric is below it (repeatable).")] = None,
     maximum: Annotated[Optional[list[str]], typer.Option("--max", help="Gate: metric=value; exit 1 when the metric is above it, e.g. perplexity=40.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", help="Write the results as JSON to this file.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", help="Write the results as JSON to this file (with each example's outcome: what --baseline compares).")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Compare with these results, example by example: a `tlab eval --output` file, or a run (its outcomes.json; a run or model without one is evaluated on the same examples). Shows delta, 95% paired-bootstrap interval, p-value (McNemar for accuracy), n and verdict.", rich_help_panel="Comparison")] = None,
+    max_drop: Annotated[Optional[list[str]], typer.Option("--max-drop", help="Gate on --baseline: metric=tolerance; exit 1 only when the metric dropped by more than the tolerance with 95% confidence (the interval's upper end below -tolerance), e.g. accuracy=0.01 (repeatable; the metric's own units).", rich_help_panel="Comparison")] = None,
     batch_size: o.BatchSize = None,
     precision: o.Precision = None,
     shots: Annotated[Optional[int], typer.Option("--shots", help="Score a causal LM on a classification task from prompts holding N solved training examples (0 = zero-shot): the label whose verbalisation is most likely wins (fewshot.* sets the template).", rich_help_panel="Few-shot")] = None,
@@ -31,14 +33,15 @@ def eval_command(
     overrides: o.Overrides = None,
 ) -> None:
     """Evaluate a checkpoint on a task's validation data, or on another split of it (--split). Exit codes: 0 every
-    --min/--max holds, 1 a gate failed, 2 anything else (bad input, a model that does not fit the task or outputs
-    NaN, an unexpected error).
+    --min/--max/--max-drop holds, 1 a gate failed, 2 anything else (bad input, a model that does not fit the task or
+    outputs NaN, a --baseline of other examples or another task, an unexpected error).
 
     [dim]Examples:[/dim]
       tlab eval --task sst2 --model runs/sst2 --min accuracy=0.90 --output results.json   # a CI gate
       tlab eval --task conll2003 --model runs/ner --split testb --min f1=0.85 --output test.json
       tlab eval --task clm --model gpt2-folder --validation-file text.txt                  # perplexity
       tlab eval --task sst2 --model runs/gpt --shots 4 --data-dir glue/                    # a causal LM, 4-shot
+      tlab eval --model runs/sst2-new --baseline main.json --max-drop accuracy=0.01       # noise or regression?
     """
     code = PASSED
     with user_errors(unexpected_exit=BROKEN):
@@ -46,6 +49,9 @@ def eval_command(
 
         bounds = [(m, ">=", v) for m, v in parse_bounds(minimum or [], "--min").items()]
         bounds += [(m, "<=", v) for m, v in parse_bounds(maximum or [], "--max").items()]
+        tolerances = parse_bounds(max_drop or [], "--max-drop")
+        if tolerances and not baseline:
+            raise TlabError("--max-drop gates on a comparison: pass --baseline (a `tlab eval --output` file or a run)")
         flags = o.common_flags(task=task, model=model, data_dir=data_dir, validation_file=validation_file,
                                precision=precision)
         flags.update({"train.eval_batch_size": batch_size, "data.eval_split": split, "fewshot.shots": shots,
@@ -70,6 +76,7 @@ def eval_command(
             raise typer.Exit(0)
         if output:
             check_writable(output)
+        base = pipeline.read_baseline(baseline, cfg.task) if baseline else None
         results = pipeline.evaluate(cfg)
         refuse_non_finite(results["metrics"], cfg.model.name_or_path)
         unknown = [m for m, _, _ in bounds if m not in results["metrics"]]
@@ -78,6 +85,10 @@ def eval_command(
                             f"(it reports: {', '.join(results['metrics'])})")
         results["gates"] = gates(results["metrics"], bounds)
         results["passed"] = all(g["passed"] for g in results["gates"])
+        if base is not None:
+            results["comparison"] = pipeline.compare(cfg, results, base, baseline, tolerances,
+                                                     echo=lambda m: typer.echo(m, err=True))
+            results["passed"] = results["passed"] and results["comparison"]["passed"]
         artifacts = results.pop("artifacts", {})
         if output:
             outputs.write_json(Path(output), results)
@@ -88,7 +99,15 @@ def eval_command(
             marks = [f"{g['op']} {g['bound']:g} {'ok' if g['passed'] else 'FAILED'}" for g in results["gates"] if g["metric"] == name]
             shown = value if isinstance(value, str) else f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
             typer.echo(f"  {name:24s} {shown:>10s}  {'; '.join(marks)}".rstrip() if not isinstance(value, str) else f"  {name:24s} {shown}")
+        if base is not None:
+            _show(results["comparison"])
         if not results["passed"]:
             code = FAILED
     raise typer.Exit(code)
 
+
+def _show(comparison: dict) -> None:
+    from tlab import outcomes
+
+    for line in outcomes.lines(comparison):
+        typer.echo(line)

@@ -17,14 +17,16 @@ def report(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a compact Markdown table (for a pull-request comment) instead of the terminal table.")] = False,
 ) -> None:
     """Compare runs: one table per task (model, size, steps, time, throughput, final and best scores), a PNG per
-    logged quantity (training loss, learning rate, every validation metric) with one line per run.
+    logged quantity (training loss, learning rate, every validation metric) with one line per run. Runs of one task
+    with per-example outcomes (a run's outcomes.json, `tlab eval --output` files) are also compared example by
+    example against the first: delta, 95% paired-bootstrap interval, p-value, verdict.
 
     [dim]Examples:[/dim]
       tlab report runs/mlm-a runs/mlm-b --html
       tlab report runs/sst2-* --markdown > comment.md
     """
     with user_errors():
-        from tlab import report as rep
+        from tlab import outcomes, report as rep
 
         made = rep.build(runs, output, html)
         for note in made.notes:
@@ -46,6 +48,12 @@ def report(
                     for row in table.rows:
                         shown.add_row(*row)
                 console.print(shown)
+                for comparison in (c for c in made.comparisons if c.task == table.task):
+                    rows = outcomes.table(comparison.result)
+                    paired = Table(*rows[0], title=f"paired comparison, {rep.comparison_title(comparison)}", title_justify="left")
+                    for row in rows[1:]:
+                        paired.add_row(*row)
+                    console.print(paired)
         where = made.files[0].parent
         typer.echo(f"wrote {len(made.files)} files to {where}: " + ", ".join(p.name for p in made.files),
                    err=markdown)

@@ -84,6 +84,10 @@ class Job:
     # Files the evaluation leaves beside its scores (name -> JSON data), e.g. QA's predictions.json: the last
     # evaluation's, written by `tlab eval --output` and into a finished run directory.
     artifacts: dict = field(default_factory=dict)
+    # split -> the last evaluation's per-example outcomes (`tlab.outcomes.record`: ids, input digests, predictions,
+    # references), from which its metrics can be recomputed: what `tlab eval --baseline` compares example by example.
+    # Kept in results.json by `tlab eval --output` and in a finished run's outcomes.json.
+    outcomes: dict = field(default_factory=dict)
     # May return a device tensor: the loop sums it there and reads it only when it logs, so that counting tokens
     # does not wait for the GPU at every step.
     count_tokens: Callable = lambda batch: batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()

@@ -204,11 +204,13 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, load: Callable, tr
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     collate = ChoiceCollator(pad)
     artifacts: dict = {}
+    outcomes: dict = {}  # per example, its text (not its prompt): a 0-shot and a 4-shot evaluation are comparable
+    examples = {split: (None, scaffold.texts_of(rows)) for split, rows in evals.items()}
     job = Job(
         model=model, train_data=None, train_batches=None, collate=collate,
         eval_loaders=scaffold.eval_loaders(encoded, cfg, accelerator.num_processes, collate),
-        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, spec, prompts, artifacts),
-        main_metric=info.main_metric, greater_is_better=info.greater_is_better, artifacts=artifacts,
+        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, spec, prompts, artifacts, examples, outcomes),
+        main_metric=info.main_metric, greater_is_better=info.greater_is_better, artifacts=artifacts, outcomes=outcomes,
     )
     summary = {**{f"{split}_examples": len(rows) for split, rows in evals.items()}, "shots": shots, "cut_prompts": cut,
                "shot_pool": len(pool), "labels": list(spec.label_names),
@@ -233,7 +235,8 @@ def loglikelihoods(model, batch: dict) -> torch.Tensor:
     return torch.cat(scores).view(batch["input_ids"].shape[:2])
 
 
-def evaluate(model, loaders, accelerator, spec, prompts: dict[str, list[str]], artifacts: dict) -> dict:
+def evaluate(model, loaders, accelerator, spec, prompts: dict[str, list[str]], artifacts: dict,
+             examples: Optional[dict] = None, outcomes: Optional[dict] = None) -> dict:
     """The task's metrics on the most likely label of each example; every example's prompt, scores and
     prediction go into fewshot[_<split>].jsonl (written beside `tlab eval --output`)."""
     from tlab import metrics
@@ -255,6 +258,7 @@ def evaluate(model, loaders, accelerator, spec, prompts: dict[str, list[str]], a
         suffix = scaffold.suffix(split, list(loaders), primary=spec.validation_splits[0])
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(order)
+        scaffold.keep_outcomes(outcomes, examples, split, "labels", predictions, references, spec.metrics, suffix)
         names = spec.label_names
         artifacts[f"fewshot{suffix}.jsonl"] = [
             {"index": i, "prompt": prompts[split][i], "label": names[y] if y >= 0 else None, "prediction": names[p],

@@ -121,7 +121,9 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         windows = long_text.windows_for(cfg, spec, tokenizer, max_length, pair)  # None: truncate
         if windows is None:
             train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
-            eval_tok = {k: tokenize(v, tokenizer, max_length, spec.is_regression).sort("length") for k, v in evals.items()}
+            # "row": each example's place in its split, read back after the length sort (per-example outcomes)
+            eval_tok = {k: with_rows(tokenize(v, tokenizer, max_length, spec.is_regression)).sort("length")
+                        for k, v in evals.items()}
         else:  # one row per window, "index" naming its document (long_text)
             train_tok = long_text.tokenize(train_ds, tokenizer, windows) if train_ds is not None else None
             eval_tok = {k: long_text.tokenize(v, tokenizer, windows).sort("length") for k, v in evals.items()}
@@ -137,16 +139,19 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     if windows is not None:  # evaluation rows carry their document's "index"
         collate = long_text.IndexCollator(collate)
     side = ["length"] if windows is None else ["length", "index"]
+    outcomes: dict = {}
+    examples = {k: (v["row"] if "row" in v.column_names else None, scaffold.texts_of(evals[k])) for k, v in eval_tok.items()}
     job = Job(
         model=model,
         train_data=train_tok.remove_columns(side).with_format("python") if train_tok is not None else None,
         train_batches=scaffold.train_batches(info, cfg, len(train_tok), world, train_tok["length"])
         if train_tok is not None else None,
         collate=collate,
-        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length"]),
-        evaluate=evaluator(spec, windows, cfg),
+        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length", "row"]),
+        evaluate=evaluator(spec, windows, cfg, examples, outcomes),
         main_metric=spec.main_metric if spec.multi_label else info.main_metric,
         greater_is_better=info.greater_is_better,
+        outcomes=outcomes,
     )
     summary = {"train_examples": 0 if train_tok is None else len(train_ds),
                **{f"{k}_examples": len(evals[k]) for k in eval_tok}, "labels": spec.label_names or "regression", **notes}
@@ -159,19 +164,27 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     return Prepared(job, tokenizer, summary)
 
 
-def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig):
+def with_rows(ds):
+    """The tokenized split with each example's place in it ("row"), kept through the sort by length."""
+    return ds.add_column("row", list(range(len(ds))))
+
+
+def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig, examples: dict, outcomes: dict):
     """The job's evaluate: the argmax per text, per document of windows (long_text), or every label above
-    classification.threshold (multi_label)."""
+    classification.threshold (multi_label). `examples`: split -> (rows in loader order or None, inputs)."""
     if spec.multi_label:
-        return lambda m, loaders, acc: multi_label.evaluate(m, loaders, acc, spec, cfg.classification.threshold)
+        return lambda m, loaders, acc: multi_label.evaluate(m, loaders, acc, spec, cfg.classification.threshold,
+                                                            examples, outcomes)
     if windows is not None:
-        return lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode)
-    return lambda m, loaders, acc: evaluate(m, loaders, acc, spec)
+        return lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode, examples, outcomes)
+    return lambda m, loaders, acc: evaluate(m, loaders, acc, spec, examples, outcomes)
 
 
-def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
+def evaluate(model, loaders, accelerator, spec, examples: Optional[dict] = None,
+             outcomes: Optional[dict] = None) -> dict[str, float]:
     """The benchmark's own metrics over every validation split; gather_for_metrics drops the duplicates
-    that pad a distributed run's last batch, so each example counts once."""
+    that pad a distributed run's last batch, so each example counts once. Each split's per-example outcomes go
+    to `outcomes` (`examples`: split -> (rows in loader order, inputs))."""
     from tlab import metrics
 
     model.eval()
@@ -194,6 +207,8 @@ def evaluate(model, loaders, accelerator, spec) -> dict[str, float]:
         suffix = scaffold.suffix(split, list(loaders), primary=spec.validation_splits[0])
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(references)
+        scaffold.keep_outcomes(outcomes, examples, split, "scores" if spec.is_regression else "labels",
+                               predictions.tolist(), references.tolist(), spec.metrics, suffix)
     return results
 
 

@@ -158,7 +158,8 @@ class IndexCollator:
         return batch
 
 
-def evaluate(model, loaders, accelerator, spec, mode: str) -> dict[str, float]:
+def evaluate(model, loaders, accelerator, spec, mode: str, examples: Optional[dict] = None,
+             outcomes: Optional[dict] = None) -> dict[str, float]:
     """glue.evaluate's metrics over documents: window logits gathered with their document index (each window once
     under several processes), combined per document, then argmax; loss: cross-entropy of the combined logits."""
     from tlab import metrics
@@ -184,4 +185,6 @@ def evaluate(model, loaders, accelerator, spec, mode: str) -> dict[str, float]:
         suffix = scaffold.suffix(split, list(loaders), primary=spec.validation_splits[0])
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(docs)
+        scaffold.keep_outcomes(outcomes, examples, split, "labels", doc_logits.argmax(-1).tolist(), labels.tolist(),
+                               spec.metrics, suffix)  # docs: every document of the split, in its order
     return results

@@ -106,7 +106,8 @@ def decide(probabilities, threshold: float):
     return (probabilities > threshold).int()
 
 
-def evaluate(model, loaders, accelerator, spec: GlueSpec, threshold: float) -> dict[str, float]:
+def evaluate(model, loaders, accelerator, spec: GlueSpec, threshold: float, examples: Optional[dict] = None,
+             outcomes: Optional[dict] = None) -> dict[str, float]:
     """micro/macro F1 and subset accuracy of the labels above `threshold`, and the loss (binary cross-entropy per
     label, the model's own), per validation split; gather_for_metrics counts each example once."""
     import torch
@@ -133,4 +134,6 @@ def evaluate(model, loaders, accelerator, spec: GlueSpec, threshold: float) -> d
         suffix = scaffold.suffix(split, list(loaders), primary=spec.validation_splits[0])
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(references)
+        scaffold.keep_outcomes(outcomes, examples, split, "label_sets", predicted.tolist(), references.tolist(),
+                               [k for k in scores if k != "loss"], suffix)
     return results

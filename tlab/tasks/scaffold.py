@@ -70,6 +70,30 @@ def suffix(split: str, splits: Sequence[str], primary: Optional[str] = None) -> 
     return "_" + split.replace("validation_", "") if primary is not None else f"_{split}"
 
 
+def texts_of(ds) -> list:
+    """Each classification example's text, or [text_a, text_b] for pairs: the inputs its outcomes digest."""
+    if "text_b" in ds.column_names:
+        return [[a, b] for a, b in zip(ds["text_a"], ds["text_b"])]
+    return list(ds["text_a"])
+
+
+def keep_outcomes(outcomes: Optional[dict], examples: Optional[Mapping], split: str, kind: str, predictions: list,
+                  references: list, metrics: Sequence[str], suffix: str = "", **options: Any) -> None:
+    """Record a split's per-example outcomes (`tlab.outcomes.record`) in `outcomes`, ids the examples' places in
+    the split. `examples`: split -> (rows, inputs): `rows[i]` the place of the i-th prediction (None: already in
+    the split's order), `inputs` each example's text in the split's order."""
+    if outcomes is None or examples is None or split not in examples:
+        return
+    from tlab import outcomes as oc
+
+    rows, inputs = examples[split]
+    if rows is not None:  # loader order -> the split's order
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        predictions, references = [predictions[i] for i in order], [references[i] for i in order]
+    outcomes[split] = oc.record(kind, list(range(len(references))), inputs, predictions, references, list(metrics),
+                                suffix, **options)
+
+
 def only_split(splits: Mapping[str, Any], cfg: RunConfig, task: str) -> dict:
     """The evaluation splits a family prepared, or only `data.eval_split` of them (`tlab eval --split`). A family
     whose data has named splits (CoNLL-2003's files, GLUE's) builds the one asked for itself; one that reads your

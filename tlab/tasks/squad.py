@@ -91,6 +91,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     collate = qa.QACollator(tokenizer)
     eval_loaders = scaffold.eval_loaders(eval_feats, cfg, world, collate, drop=["example_id", "offset_mapping"])
     artifacts: dict[str, Any] = {}
+    outcomes: dict[str, Any] = {}
     options = {"n_best": q.n_best, "max_answer_length": q.max_answer_length, "version_2": version_2,
                "null_threshold": q.null_threshold}
     job = Job(
@@ -101,10 +102,11 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         if train_feats is not None else None,
         collate=collate,
         eval_loaders=eval_loaders,
-        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_feats, options, artifacts),
+        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_feats, options, artifacts, outcomes),
         main_metric=info.main_metric if eval_loaders else "",  # no validation: the last step's model is kept
         greater_is_better=info.greater_is_better,
         artifacts=artifacts,
+        outcomes=outcomes,
     )
     summary = {"train_examples": 0 if train_ex is None else len(train_ex), "skipped_misaligned": skipped,
                "train_windows": 0 if train_feats is None else len(train_feats),
@@ -141,10 +143,12 @@ def _windows(model, loader, features, accelerator) -> Iterator[tuple]:
         raise RuntimeError(f"evaluation saw {row} windows of {len(features)}")
 
 
-def evaluate(model, loaders, accelerator, examples: dict, features: dict, options: dict, artifacts: dict) -> dict[str, float]:
+def evaluate(model, loaders, accelerator, examples: dict, features: dict, options: dict, artifacts: dict,
+             outcomes: Optional[dict] = None) -> dict[str, float]:
     """EM/F1 (v2: also HasAns/NoAns and best threshold) per validation split; the predictions and n-best lists go
-    to `artifacts` for `tlab eval` to write."""
+    to `artifacts` for `tlab eval` to write, each question's answer and references to `outcomes`."""
     from tlab import metrics
+    from tlab import outcomes as oc
 
     model.eval()
     results: dict[str, float] = {}
@@ -173,7 +177,18 @@ def evaluate(model, loaders, accelerator, examples: dict, features: dict, option
         artifacts[f"nbest_predictions{suffix}.json"] = {q: nbest[q] for q in ids}
         if options["version_2"]:
             artifacts[f"null_odds{suffix}.json"] = {q: diffs[q] for q in ids}
+        if outcomes is not None:
+            v2 = {"version_2": True, "null_odds": [_finite(diffs[q]) for q in ids],
+                  "no_answer_threshold": options["null_threshold"]} if options["version_2"] else {}
+            outcomes[split] = oc.record("answers", ids, [[q, c] for q, c in zip(ex["question"], ex["context"])],
+                                        [predictions[q] for q in ids], [a["text"] for a in ex["answers"]],
+                                        [_name(k) for k in scores], suffix, **v2)
     return results
+
+
+def _finite(value: float) -> Optional[float]:
+    """A no-answer score for JSON: inf (no valid span) as None, which the comparison reads back as inf."""
+    return value if value == value and abs(value) != float("inf") else None
 
 
 def _name(key: str) -> str:

@@ -42,10 +42,11 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     collate = seq2seq.Seq2SeqCollator(tokenizer.pad_token_id, start)
     eval_loaders = scaffold.eval_loaders({"validation": valid_feats}, cfg, world, collate)
     artifacts: dict[str, Any] = {}
+    outcomes: dict[str, Any] = {}
     gen = seq2seq.model_generation_options(model, cfg)
 
     def scores(m, loaders, acc):
-        return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, artifacts)
+        return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, artifacts, outcomes)
 
     def finish(m, run, acc, loaders, final):
         return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, info.main_metric)
@@ -60,6 +61,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         main_metric=info.main_metric,
         greater_is_better=info.greater_is_better,
         artifacts=artifacts,
+        outcomes=outcomes,
         count_tokens=seq2seq.count_tokens,
         loss=seq2seq.label_smoothed_loss(s.label_smoothing),
         finish=finish if s.average_checkpoints else None,
@@ -94,11 +96,13 @@ def validation_loss(model, loader, accelerator) -> float:
     return total / max(1, tokens)
 
 
-def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, artifacts: dict) -> dict:
+def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, artifacts: dict,
+             outcomes: Optional[dict] = None) -> dict:
     """The validation loss, then a summary for every document (each process its share of the batches) put back
     in file order and scored: ROUGE F1 with its signature, and mean lengths (generated tokens; words of the
     summaries and of the references)."""
     from tlab import metrics
+    from tlab import outcomes as oc
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
@@ -118,6 +122,9 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, artifa
         artifacts[f"summaries{suffix}.jsonl"] = [
             {"id": i, "line": line, "reference": r, "summary": h}
             for i, line, r, h in zip(examples["id"], examples["line"], references, summaries)]
+        if outcomes is not None:  # each document's output and reference, for a paired comparison
+            outcomes[split] = oc.record("texts", list(examples["id"]), list(examples["source"]), summaries, references,
+                                        ["rouge1", "rouge2", "rougeL", "rougeLsum"], suffix)
     return results
 
 

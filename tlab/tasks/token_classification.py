@@ -178,6 +178,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     id2label = dict(enumerate(labels))
     primary = next(iter(eval_tok), None)
+    outcomes: dict[str, Any] = {}
     job = Job(
         model=model,
         train_data=train_tok.remove_columns(["length", "words", "sentence"]).with_format("python")
@@ -186,9 +187,10 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         if train_tok is not None else None,
         collate=collate,
         eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length", "words", "sentence"]),
-        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_tok, id2label, primary),
+        evaluate=lambda m, loaders, acc: evaluate(m, loaders, acc, evals, eval_tok, id2label, primary, outcomes),
         main_metric=info.main_metric,
         greater_is_better=info.greater_is_better,
+        outcomes=outcomes,
     )
     scheme = facts.get("train_scheme") or facts.get(f"{primary}_scheme")
     others = {k[:-7]: v for k, v in facts.items() if k.endswith("_scheme") and v != scheme and v is not None}
@@ -203,9 +205,11 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------
-def evaluate(model, loaders, accelerator, examples: dict, features: dict, id2label: dict, primary) -> dict[str, float]:
+def evaluate(model, loaders, accelerator, examples: dict, features: dict, id2label: dict, primary,
+             outcomes: Optional[dict] = None) -> dict[str, float]:
     """Entity precision/recall/F1 (conlleval and strict), per type, token accuracy and the loss per validation
-    split, on words: each word's tag is read at its first sub-token, in its most central window."""
+    split, on words: each word's tag is read at its first sub-token, in its most central window. Each sentence's
+    predicted and gold tags go to `outcomes`."""
     from tlab import metrics
 
     model.eval()
@@ -233,6 +237,8 @@ def evaluate(model, loaders, accelerator, examples: dict, features: dict, id2lab
         suffix = scaffold.suffix(split, list(loaders), primary=primary)
         results.update({f"{k}{suffix}": float(v) for k, v in scores.items()})
         results[f"examples{suffix}"] = len(references)
+        scaffold.keep_outcomes(outcomes, {split: (None, examples[split]["tokens"])}, split, "tags", predictions,
+                               references, [k for k in scores if k != "loss"], suffix)
     return results
 
 

@@ -44,10 +44,11 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     collate = seq2seq.Seq2SeqCollator(tokenizer.pad_token_id, start)
     eval_loaders = scaffold.eval_loaders({"validation": valid_feats}, cfg, world, collate)
     artifacts: dict[str, Any] = {}
+    outcomes: dict[str, Any] = {}
     gen = seq2seq.model_generation_options(model, cfg)
 
     def scores(m, loaders, acc):
-        return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, tgt, artifacts)
+        return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, tgt, artifacts, outcomes)
 
     def finish(m, run, acc, loaders, final):
         return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, MAIN_METRIC)
@@ -62,6 +63,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         main_metric=info.main_metric,
         greater_is_better=info.greater_is_better,
         artifacts=artifacts,
+        outcomes=outcomes,
         count_tokens=seq2seq.count_tokens,
         loss=seq2seq.label_smoothed_loss(s.label_smoothing),
         finish=finish if s.average_checkpoints else None,
@@ -73,10 +75,12 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     return Prepared(job, tokenizer, summary)
 
 
-def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: str, artifacts: dict) -> dict:
+def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: str, artifacts: dict,
+             outcomes: Optional[dict] = None) -> dict:
     """Generate for every validation sentence (each process its share of the batches), put the translations
     back in file order and score them: sacreBLEU and chrF with their signatures."""
     from tlab import metrics
+    from tlab import outcomes as oc
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
@@ -94,6 +98,9 @@ def evaluate(model, loaders, accelerator, tokenizer, examples, gen: dict, tgt: s
         artifacts[f"translations{suffix}.jsonl"] = [
             {"line": line, "source": s, "reference": r, "translation": h}
             for line, s, r, h in zip(examples["line"], examples["source"], references, hypotheses)]
+        if outcomes is not None:  # each sentence's output and reference, for a paired comparison
+            outcomes[split] = oc.record("texts", list(examples["line"]), list(examples["source"]), hypotheses, references,
+                                        ["bleu", "chrf"], suffix)
     return results
 
 
