@@ -290,4 +290,4 @@ def test_a_non_finite_metric_passes_no_gate(value):
 
 def test_eval_help_documents_the_exit_codes():
     shown = " ".join(runner.invoke(app, ["eval", "--help"]).output.split())  # rich wraps the text to its width
-    assert "Exit codes: 0 every --min/--max holds, 1 a gate failed, 2 anything else" in shown
+    assert "Exit codes: 0 every --min/--max/--max-drop holds, 1 a gate failed, 2 anything else" in shown
