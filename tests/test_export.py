@@ -134,7 +134,7 @@ def test_training_refuses_an_export(ner, tmp_path):
     _model, out, valid = ner
     start = invoke("finetune", "--task", "ner", "--model", out, "--train-file", valid, "-o", tmp_path / "run")
     assert start.exit_code == 2
-    one_line_error(start, "tlab export", "training needs torch weights")
+    one_line_error(start, "tlab export", "no torch weights", "training")
     assert not (tmp_path / "run").exists()
     resume = invoke("finetune", "--task", "ner", "--resume", "-o", out, "--train-file", valid)
     assert resume.exit_code == 2

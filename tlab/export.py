@@ -122,7 +122,8 @@ def export(model: str, output: str, quantize: str = "int8", overwrite: bool = Fa
         check = compare(torch_model, tokenizer, tmp / MODEL_FILE, head)
         torch_model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        run_config = outputs.run_config_of(model)
+        # a run directory, or its model/ folder: the run's config.yaml either way
+        run_config = outputs.run_config_of(model) or (outputs.run_config_of(str(source.parent)) if source.name == "model" else None)
         if run_config:
             shutil.copyfile(run_config, tmp / "config.yaml")
         facts = {"backend": BACKEND, "format": "onnx", "opset": OPSET, "file": MODEL_FILE, "head": head,
@@ -275,6 +276,10 @@ def card(source: Path, facts: dict) -> str:
     """The source's model card (a run's model/README.md) with a quantisation section, or a short card."""
     from tlab.model_card import export_section
 
+    from huggingface_hub import ModelCard
+
     readme = source / "README.md"
     base = readme.read_text() if readme.is_file() else f"# {source.name}\n\nExported with tlab from `{facts['source']}`.\n"
-    return base.rstrip() + "\n\n" + export_section(facts)
+    card = ModelCard(base.rstrip() + "\n\n" + export_section(facts))
+    card.data.tags = [*(card.data.tags or []), "onnx", facts["quantization"]["dtype"]]  # int8 | float32
+    return card.content

@@ -92,8 +92,8 @@ def load(auto_class, path: str, trained_only: Optional[str]) -> OnnxModel:
 
     if trained_only is None:
         source = read_facts(path).get("source") or "the run it was exported from"
-        raise TlabError(f"{path} is a tlab export (ONNX, for inference): training needs torch weights; start from "
-                        f"{source} instead")
+        raise TlabError(f"{path} is a tlab export (ONNX, for tlab eval and tlab predict): it holds no torch weights, "
+                        f"which training (and attention maps) need; start from {source} instead")
     config = AutoConfig.from_pretrained(path)
     head = head_of(config.architectures)
     wanted = getattr(auto_class, "__name__", str(auto_class)).replace("AutoModel", "")
