@@ -119,3 +119,22 @@ def write(model_dir: Path, cfg, metrics: dict[str, Any], log_path: Path) -> Path
     path = Path(model_dir) / "README.md"
     outputs.write_atomic(path, render(cfg, metrics, commands(log_path)))
     return path
+
+
+def export_section(facts: dict[str, Any]) -> str:
+    """The model card's quantisation section for a `tlab export` folder (facts: its export.json)."""
+    q, check = facts["quantization"], facts["check"]
+    lines = ["## Quantisation (tlab export)", "",
+             f"This folder holds `{facts['file']}`, an ONNX model of the `{facts['head'][3:]}` head for "
+             f"{facts['backend']} on CPU, exported from `{facts['source']}`.", "",
+             f"- quantisation: {q['mode']}" + (f", {q['dtype']}: weights {q['weights']}, activations {q['activations']}; "
+                                              f"ops {q['ops']} ({q['tool']})" if q["mode"] != "none" else " (fp32)"),
+             f"- size: {facts['bytes'] / 1e6:.1f} MB (fp32 ONNX {facts['fp32_bytes'] / 1e6:.1f} MB)",
+             f"- torch vs this model on {check['inputs']} probe inputs: max |logit diff| {check['max_abs_diff']:.3g}, "
+             f"same argmax {check['same_argmax']:.0%}",
+             f"- inputs {', '.join(facts['inputs'])}; outputs {', '.join(facts['outputs'])}; opset {facts['opset']}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()), "",
+             "Score and use it as the run it came from (config.yaml here is the run's):", "", "```bash",
+             "tlab eval --model THIS_FOLDER            # the run's task and validation data; --min gates it in CI",
+             'tlab predict --model THIS_FOLDER "some text"', "```", ""]
+    return "\n".join(lines)

@@ -226,7 +226,14 @@ def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, trai
     """from_pretrained with safetensors only: pickled .bin weights can run code when loaded. With `trained_only`
     (the head's name, for evaluation) a checkpoint lacking weights the model needs is refused: transformers would
     initialise them randomly, and the scores of a random head look like a bad model's. Weights whose names start
-    with one of `unused` are never read by the model's forward pass, and may be missing."""
+    with one of `unused` are never read by the model's forward pass, and may be missing.
+    A `tlab export` folder gives its ONNX Runtime model (tlab.exported), refused for training."""
+    from tlab.outputs import is_export_dir
+
+    if is_export_dir(name):
+        from tlab import exported
+
+        return exported.load(auto_class, name, trained_only)
     try:
         model, info = auto_class.from_pretrained(name, use_safetensors=True, trust_remote_code=trust_remote_code,
                                                  output_loading_info=True, **kwargs)

@@ -97,6 +97,9 @@ def check_output_dir(path: str, resume: bool, overwrite: bool, probe_lock: bool 
     if resume:
         if not target.is_dir():
             raise TlabError(f"--resume: run directory {path} does not exist")
+        if is_export_dir(target):
+            raise TlabError(f"--resume: {path} is a tlab export (ONNX, for inference): it holds no checkpoints; resume "
+                            "the run it was exported from")
         refuse_if_locked(target, "resuming it")
         if not RunDir(target, target, created=False).checkpoints() and not is_run_dir(target):
             raise TlabError(f"--resume: {path} holds no checkpoint and is not a tlab run directory")
@@ -120,10 +123,19 @@ def _pseudo_filesystem(path: Path) -> bool:
     return path.resolve().parts[1:2] in (("proc",), ("sys",))
 
 
+EXPORT_FILE = "export.json"  # what marks a `tlab export` folder (backend, versions, quantisation, source)
+
+
+def is_export_dir(path) -> bool:
+    """A `tlab export` folder: an ONNX model for inference, no torch weights, no checkpoints."""
+    return (Path(path) / EXPORT_FILE).is_file()
+
+
 def run_config_of(model: str) -> Optional[str]:
-    """The config.yaml of a tlab run directory given as --model (None for a plain model directory or Hub id)."""
+    """The config.yaml of a tlab run directory given as --model, or the one a `tlab export` folder carries from its
+    run (None for a plain model directory or Hub id)."""
     path = Path(model) / "config.yaml"
-    return str(path) if path.is_file() and (Path(model) / "model").is_dir() else None
+    return str(path) if path.is_file() and ((Path(model) / "model").is_dir() or is_export_dir(model)) else None
 
 
 def task_of_run(run_config: str) -> Optional[str]:

@@ -83,7 +83,7 @@ def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: 
     return pipeline.run(cfg, echo=lambda msg: typer.echo(msg, err=False), **({"command": list(COMMAND)} if COMMAND else {}))
 
 
-from tlab.cli import attention, evaluate, finetune, generate, info, predict, pretrain, push, report, sweep  # noqa: E402,F401  (commands register on `app`)
+from tlab.cli import attention, evaluate, export, finetune, generate, info, predict, pretrain, push, report, sweep  # noqa: E402,F401  (commands register on `app`)
 
 
 # The command line as typed, for the model card (set by the `tlab` entry point; CliRunner in tests leaves it empty).

@@ -241,10 +241,12 @@ def for_prediction(model: str, task: Optional[str], flags: tuple[str, ...] = ())
         return flagged[0]
     if task:
         return info(task).family
-    run_config = Path(model) / "config.yaml"
-    if run_config.is_file() and (Path(model) / "model").is_dir():
+    from tlab import outputs
+
+    run_config = outputs.run_config_of(model)  # a run's, or the one an export carries from its run
+    if run_config:
         import yaml
 
-        return info((yaml.safe_load(run_config.read_text()) or {}).get("task", "sst2")).family
+        return info((yaml.safe_load(Path(run_config).read_text()) or {}).get("task", "sst2")).family
     config = Path(model) / "config.json"
     return family_of_model(json.loads(config.read_text()) if config.is_file() else {})
