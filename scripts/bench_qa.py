@@ -157,6 +157,7 @@ def split_articles(ds, n_eval: int, seed: int):
 # -- (a) tlab --------------------------------------------------------------------------------------------------
 def work_tlab(args, work: Path) -> dict:
     from tlab import config, outputs, pipeline
+    from tlab.cli.defaults import finetune_defaults
     from tlab.tasks import extractive_qa as qa
 
     start = time.perf_counter()
@@ -169,9 +170,10 @@ def work_tlab(args, work: Path) -> dict:
 
     qa.QACollator.__call__ = counting  # the collator tlab's loop uses for the windows it batches
     out = work / "tlab-run"
+    flags = {"task": "squad", "model.name_or_path": checkpoint(), "data.train_files": [str(work / "train.jsonl")],
+             "data.validation_file": str(work / "valid.jsonl"), "output_dir": str(out)}
     cfg = config.load(
-        flags={"task": "squad", "model.name_or_path": checkpoint(), "data.train_files": [str(work / "train.jsonl")],
-               "data.validation_file": str(work / "valid.jsonl"), "output_dir": str(out)},
+        flags=flags, defaults=finetune_defaults(flags, None, []),  # `tlab finetune`'s defaults, the QA family's in
         overrides=[f"train.batch_size={args.batch}", f"train.lr={args.lr}", f"train.epochs={args.epochs}",
                    f"train.max_steps={args.max_steps}", f"train.seed={args.seed}", "train.precision=fp32",
                    # the Trainer's warm-up and weight decay, so only the machinery differs (--full: tlab's own)

@@ -167,3 +167,23 @@ def test_held_out_articles_are_said_at_start(tmp_path):
                     f"for validation (data.validation_fraction=0.3, seed 42); training on {len(train):,} "
                     f"({len(set(train['title']))} articles); data.validation_fraction=0 trains on all of them"]
     assert not set(held["title"]) & set(train["title"])  # whole articles on one side
+
+
+def test_qa_defaults_are_run_qa_warmup_and_no_weight_decay(tmp_path):
+    """`tlab finetune --task squad` without a config gets run_qa.py's warm-up 10% and weight decay 0 (issue #25);
+    other families keep the generic 6% / 0.01, and a flag or override still wins."""
+    import yaml
+
+    def resolved(*args):
+        result = CliRunner().invoke(app, ["finetune", *args, "--model", MINILM, "--dry-run", "-o", str(tmp_path / "x")])
+        assert result.exit_code == 0, result.output
+        return yaml.safe_load(result.output)["train"]
+
+    for task in ("squad", "squad_v2"):
+        train = resolved("--task", task)
+        assert (train["warmup"], train["weight_decay"]) == (0.1, 0.0), task
+    train = resolved("--task", "sst2")
+    assert (train["warmup"], train["weight_decay"]) == (0.06, 0.01)
+    train = resolved("--task", "squad", "train.weight_decay=0.01", "train.warmup=0.05")
+    assert (train["warmup"], train["weight_decay"]) == (0.05, 0.01)
+    assert not (tmp_path / "x").exists()
