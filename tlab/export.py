@@ -32,8 +32,8 @@ HEAD_NAMES = {"ForSequenceClassification": "classification head", "ForTokenClass
               "ForQuestionAnswering": "question-answering head"}
 WHY_NOT = {  # architectures the exporter refuses, and why, in one line
     "seq2seq": "sequence-to-sequence generation (translation, summarisation) runs the decoder once per token with a "
-               "key/value cache and beam search: one ONNX graph holds none of that, and int8 does not pay off on "
-               "torch's generate loop either (BENCHMARKS.md); serve it with torch (`tlab predict`)",
+               "key/value cache and beam search: one ONNX graph holds none of that (BENCHMARKS.md, Export); "
+               "serve it with torch (`tlab predict`)",
     "lm": "language models are not exported (tlab export handles sequence classifiers, extractive QA and token "
           "classifiers)",
 }
