@@ -131,6 +131,18 @@ def test_windows_train_with_the_document_label_and_evaluate_per_document(tmp_pat
     assert scores["examples"] == 6 and 0 <= scores["accuracy"] <= 1 and scores["loss"] > 0
 
 
+def test_first_windows_trains_each_document_once_on_its_truncation(tmp_path, tokenizer):
+    (tmp_path / "every").mkdir()
+    (tmp_path / "first").mkdir()
+    every, _, rows, _ = _prepare(tmp_path / "every", "mean")
+    first, said, _, _ = _prepare(tmp_path / "first", "mean", "data.train_windows=first")
+    assert len(first.job.train_data) == 12 < len(every.job.train_data)
+    assert "4 of 12 training examples are longer than max_length 16 tokens (split into windows, mean of their logits)" in said
+    plain = tokenizer([r["text"] for r in rows], truncation=True, max_length=16)  # a first window is the truncation
+    assert [r["input_ids"] for r in first.job.train_data] == plain["input_ids"]
+    assert first.summary["validation_windows"] == every.summary["validation_windows"]  # evaluation reads every window
+
+
 def test_bad_input_is_one_line(tmp_path):
     from tlab.tasks.glue_data import GLUE_TASKS
 

@@ -142,6 +142,32 @@ def test_long_sentences_are_windowed_and_every_word_merged_back():
 
 
 # -- the metric ------------------------------------------------------------------------------------------------
+def test_token_weighted_loss_weighs_every_labelled_token_alike():
+    import torch
+    from datasets import Dataset
+    from transformers import BertConfig, BertForTokenClassification
+
+    torch.manual_seed(0)
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                                  num_attention_heads=2, intermediate_size=64, num_labels=3)).eval()
+    I = tc.IGNORE
+    train = Dataset.from_dict({"labels": [[I, 0, 1, I], [I, 2, 0, 1, 1, 0, I]]})  # 2 and 5 labelled: 3.5 a row
+    loss = tc.token_weighted_loss(train)
+    short = {"input_ids": torch.tensor([[1, 5, 6, 2]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "labels": torch.tensor([[I, 0, 1, I]])}
+    # a batch of one short row: its summed cross-entropy over 3.5 tokens, not its mean over 2
+    assert torch.allclose(loss(model, short), model(**short).loss * 2 / 3.5)
+    typical = {"input_ids": torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 4, 2]]),
+               "attention_mask": torch.ones(2, 5, dtype=torch.long),
+               "labels": torch.tensor([[I, 0, 1, 2, I], [I, 2, 0, 1, 1]])}  # 3 + 4 labelled = 3.5 a row
+    assert torch.allclose(loss(model, typical), model(**typical).loss)  # rows of the mean length: the model's own mean
+
+
+def test_token_weighted_loss_is_opt_in():
+    cfg = config.load(flags={"task": "conll2003"}, overrides=["ner.token_weighted_loss=true"])
+    assert cfg.ner.token_weighted_loss and not config.load(flags={"task": "conll2003"}).ner.token_weighted_loss
+
+
 def test_entity_f1_matches_seqeval():
     from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
     from seqeval.scheme import IOB2

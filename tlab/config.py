@@ -53,6 +53,9 @@ class DataConfig:
     `tlab predict` average (mean) or take the per-class maximum (max) of a document's window logits)."""
     stride: int = 32
     """With long_text mean | max: tokens consecutive windows share; below max_length (less the special tokens)."""
+    train_windows: str = "every"
+    """With long_text mean | max, the training windows of a long document: every (each carries the document's label)
+    | first (its first window only, as truncation would train; evaluation still reads every window)."""
     eval_split: Optional[str] = None
     """`tlab eval --split`: the split of the task's data to score instead of its validation split(s), by the name the
     task gives it (conll2003: train, validation or testa, test or testb; a GLUE task: the splits of its files in
@@ -76,6 +79,7 @@ class DataConfig:
         _check(self.long_text in LONG_TEXT_MODES,
                f"data.long_text (--long-text) must be one of {' | '.join(LONG_TEXT_MODES)}, got {self.long_text!r}")
         _check(self.stride >= 0, f"data.stride (--stride) must be >= 0, got {self.stride}")
+        _check(self.train_windows in ("every", "first"), f"data.train_windows must be every | first, got {self.train_windows!r}")
         _check(self.long_text == "truncate" or self.stride < self.max_length,
                f"data.stride (--stride) {self.stride} must be below data.max_length {self.max_length}: consecutive "
                "windows share stride tokens of max_length")
@@ -347,6 +351,10 @@ class NERConfig:
     stride: int = 32
     """Sentences longer than data.max_length tokens are cut into windows that share this many tokens; each word is
     predicted in the window where it has the most context on both sides. At most half a window."""
+    token_weighted_loss: bool = False
+    """Weigh every labelled token alike across batches: a batch's summed cross-entropy over the mean labelled tokens
+    of a training batch, instead of the model's per-batch mean. Length-grouped batches of short sentences otherwise
+    give each of their few tokens many times the weight of a token in a long sentence (BENCHMARKS.md, issue #21)."""
 
     def __post_init__(self):
         _check(self.scheme in NER_SCHEMES, f"ner.scheme must be one of {', '.join(NER_SCHEMES)}")

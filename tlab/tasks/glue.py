@@ -130,6 +130,8 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         started = [] if train_ds is None else [long_text.start_line(  # training runs only: eval prints its scores
             long_text.count_longer(train_ds, tokenizer, max_length, train_tok if windows else None), len(train_ds),
             max_length, cfg.data.long_text)]
+        if windows is not None and train_tok is not None and cfg.data.train_windows == "first":
+            train_tok = long_text.first_windows(train_tok)
     if train:
         model = finetuning.adapt(model, cfg.model, log, info.peft_task_type)
     for line in started:  # "N of M training examples are longer than max_length ... (truncated)", once all is well

@@ -7,7 +7,8 @@ the stride below the window); otherwise the first text is cut and the second rep
 is refused with one error.
 
 Training: every window is an example of its own carrying its document's label (a document of k windows weighs k
-times). Evaluation and `tlab predict`: the logits of a document's windows are averaged (mean) or their per-class
+times), or with `data.train_windows: first` only a document's first window is trained on (BENCHMARKS.md, "Long
+documents", measures both). Evaluation and `tlab predict`: the logits of a document's windows are averaged (mean) or their per-class
 maximum taken (max) before argmax / softmax, so every document counts once; evaluation rows carry the document's
 row number in an "index" column, gathered with the logits, so the grouping holds under several processes.
 
@@ -119,6 +120,12 @@ def tokenize(ds, tokenizer, windows: Windows):
         return enc
 
     return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="tokenizing into windows")
+
+
+def first_windows(windowed):
+    """Only the first window of each document (data.train_windows first): its windows are consecutive rows."""
+    index = windowed["index"]
+    return windowed.select([i for i, doc in enumerate(index) if i == 0 or index[i - 1] != doc])
 
 
 def count_longer(ds, tokenizer, window: int, windowed=None) -> int:

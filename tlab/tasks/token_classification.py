@@ -191,6 +191,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         main_metric=info.main_metric,
         greater_is_better=info.greater_is_better,
         outcomes=outcomes,
+        loss=token_weighted_loss(train_tok) if train_tok is not None and cfg.ner.token_weighted_loss else None,
     )
     scheme = facts.get("train_scheme") or facts.get(f"{primary}_scheme")
     others = {k[:-7]: v for k, v in facts.items() if k.endswith("_scheme") and v != scheme and v is not None}
@@ -202,6 +203,23 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
                **({"train_windows": len(train_tok)} if train_tok is not None else {}),
                **{f"{k}_windows": len(v) for k, v in eval_tok.items()}}
     return Prepared(job, tokenizer, summary)
+
+
+def token_weighted_loss(train_tok):
+    """(model, batch) -> summed cross-entropy over the batch's labelled tokens / (rows x the mean labelled tokens of a
+    training row): every token weighs the same in every batch, as in random batches on average, whatever lengths a
+    length-grouped batch holds; a batch of typical rows gets about the model's own mean loss."""
+    labelled = sum(sum(1 for label in labels if label != IGNORE) for labels in train_tok["labels"])
+    per_row = max(1.0, labelled / max(1, len(train_tok)))
+
+    def loss(model, batch):
+        labels = batch["labels"]  # (B, T), IGNORE where no label
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (B, T, C)
+        summed = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                                                   reduction="sum")
+        return summed / (labels.shape[0] * per_row)
+
+    return loss
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------
