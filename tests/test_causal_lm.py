@@ -119,6 +119,7 @@ def test_streaming_shows_what_batched_generation_returns(folder, monkeypatch, ex
         return Recording
 
     monkeypatch.setattr(generation, "stream_class", recording)
+    monkeypatch.setattr(generation, "STREAM_INTERVAL", 0.0)  # every token decoded: pieces however fast the machine
     args = ["generate", "--model", str(folder), "--max-new-tokens", "30", "--temperature", "1.0", "--seed", "3", *extra, PROMPT]
     streamed = runner.invoke(app, args)
     assert streamed.exit_code == 0, streamed.output
