@@ -99,8 +99,8 @@ def stream_class():
             self.due = None  # when the tokens put next are decoded; None: the first put (the prompt) is
 
         def put(self, value):
-            """TextStreamer decodes its whole cache of tokens at every token, ~0.2 ms on a CPU right after the
-            forward pass (its caches cold): 3% of the time of a small model's tokens (scripts/bench_generate.py).
+            """TextStreamer decodes its whole cache of tokens at every token, right after the forward pass (caches
+            cold), a measurable share of a small model's time on a CPU (BENCHMARKS.md, "Text generation speed").
             Tokens that come within STREAM_INTERVAL of the last decoding wait in the cache and are decoded with the
             next ones: the same text, in pieces of a few tokens where tokens come faster than anyone reads."""
             now = time.perf_counter()
