@@ -101,6 +101,8 @@ class ModelConfig:
     """Vocabulary size of a tokenizer trained from scratch."""
     freeze: str = "none"
     """What to freeze when fine-tuning: none | embeddings | layers:N (embeddings + first N layers) | encoder."""
+    reinit_layers: int = 0
+    """Fine-tuning: re-initialise the pooler and the top N encoder layers before training (0 = keep them all)."""
     lora_r: int = 0
     """LoRA rank (0 = full fine-tuning). The saved model is merged so plain transformers loads it."""
     lora_alpha: int = 16
@@ -117,6 +119,7 @@ class ModelConfig:
     def __post_init__(self):
         _check(self.vocab_size >= 100, "model.vocab_size must be at least 100")
         _check(self.lora_r >= 0, "model.lora_r must be >= 0")
+        _check(self.reinit_layers >= 0, f"model.reinit_layers must be >= 0, got {self.reinit_layers}")
         _check(
             self.freeze in ("none", "embeddings", "encoder") or _is_layers_spec(self.freeze),
             f"model.freeze must be none, embeddings, encoder or layers:N, got {self.freeze!r}",
@@ -137,6 +140,9 @@ class TrainConfig:
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to biases and norms)."""
+    layer_lr_decay: float = 1.0
+    """Fine-tuning: layer-wise learning-rate decay. The head trains at lr, the top encoder layer at lr x decay, each
+    layer below at one more factor, the embeddings at the lowest (1.0 = one rate for all)."""
     warmup: float = 0.05
     """Warm-up: a fraction of all steps when < 1, else a number of steps."""
     schedule: str = "linear"
@@ -212,6 +218,7 @@ class TrainConfig:
         _check(self.warmup >= 0, f"train.warmup must be >= 0 (a fraction of the steps when < 1, else steps), got {self.warmup}")
         _check(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
         _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 < self.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         for name in ("eval_every", "save_every", "patience"):
             _check(getattr(self, name) >= 0, f"train.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")

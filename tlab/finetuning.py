@@ -97,13 +97,47 @@ def first_token_only_in_last_layer(model) -> bool:
     return True
 
 
-def _layers(base) -> torch.nn.ModuleList:
+def _layers(base, purpose: str = "freeze") -> torch.nn.ModuleList:
     """The encoder's stack of layers (BERT: encoder.layer, ModernBERT/Llama: layers, ...)."""
     wanted = getattr(base.config, "num_hidden_layers", None)
     for module in base.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == wanted:
             return module
-    raise TlabError(f"cannot find the layer stack of {type(base).__name__} to freeze")
+    raise TlabError(f"cannot find the layer stack of {type(base).__name__} to {purpose}")
+
+
+def reinit_top_layers(model, count: int) -> None:
+    """Re-initialise the pooler and the top `count` layers of the encoder the way the architecture initialises a new
+    model (Zhang et al. 2021, "Revisiting Few-sample BERT Fine-tuning": the top layers' pretraining specialisation
+    hurts small tasks). Draws from torch's seeded generator, so a seed gives the same weights."""
+    if count <= 0:
+        return
+    base = model.base_model
+    layers = list(_layers(base, "re-initialise"))
+    if count > len(layers):
+        raise TlabError(f"model.reinit_layers={count}: the model has {len(layers)} layers")
+    modules = layers[-count:] + [m for m in (getattr(base, "pooler", None),) if m is not None]
+    for module in modules:
+        # transformers skips tensors it marked as loaded from the checkpoint: unmark them, so _init_weights acts
+        for sub in module.modules():
+            sub._is_hf_initialized = False
+        for param in module.parameters():
+            param._is_hf_initialized = False
+        module.apply(model._init_weights)
+
+
+def layer_depths(model) -> dict[int, int]:
+    """Depth of every parameter (by id) for layer-wise learning-rate decay: 0 for the embeddings, i + 1 for layer i of
+    the encoder, the number of layers + 1 for everything above them (pooler, final norm, the task's head)."""
+    base = model.base_model
+    layers = list(_layers(base, "decay the learning rate of"))
+    top = len(layers) + 1
+    depths = {id(param): top for param in model.parameters()}
+    for module in filter(None, (base.get_input_embeddings(), getattr(base, "embeddings", None))):
+        depths.update((id(param), 0) for param in module.parameters())
+    for index, layer in enumerate(layers):
+        depths.update((id(param), index + 1) for param in layer.parameters())
+    return depths
 
 
 def freeze(model, spec: str) -> None:
@@ -144,6 +178,9 @@ def add_lora(model, cfg: ModelConfig, task_type: str = "SEQ_CLS"):
 
 
 def adapt(model, cfg: ModelConfig, log, peft_task_type: str = "SEQ_CLS"):
+    if cfg.reinit_layers:
+        reinit_top_layers(model, cfg.reinit_layers)
+        log(f"re-initialised the pooler and the top {cfg.reinit_layers} layer(s) of the encoder")
     freeze(model, cfg.freeze)
     if cfg.lora_r > 0:
         model = add_lora(model, cfg, peft_task_type)

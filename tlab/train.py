@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from tlab import checkpoints, config, faults, trackers
+from tlab import checkpoints, config, faults, finetuning, trackers
 from tlab.config import RunConfig, TrainConfig
 from tlab.errors import Diverged, Preempted, TlabError
 from tlab.outputs import RunDir
@@ -140,7 +140,8 @@ def _prepare(cfg: RunConfig, job: Job, accelerator):
         model = torch.compile(model, mode=None if tc.compile_mode == "default" else tc.compile_mode)
     # The fused kernel (CPU and CUDA) makes the optimizer step cheaper than the default for-each one on CPU (see
     # BENCHMARKS.md).
-    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, fused=True)
+    groups = _param_groups(job.model, tc.weight_decay, tc.lr, tc.layer_lr_decay)
+    optimizer = torch.optim.AdamW(groups, lr=tc.lr, fused=True)
     train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
                                                num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
                                                # Its own generator: iterating would otherwise draw a seed from the
@@ -377,13 +378,18 @@ def _check_enough_data(job: Job, processes: int) -> None:
                             "launch fewer processes or give more data")
 
 
-def _param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(model, weight_decay: float, lr: float, layer_lr_decay: float = 1.0):
+    """AdamW groups: weight decay on matrices only, and with layer-wise decay one group per (depth, decayed or not)."""
+    depths = finetuning.layer_depths(model) if layer_lr_decay < 1 else {}
+    top = max(depths.values(), default=0)
+    groups: dict[tuple[int, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decayed = not (param.ndim < 2 or "norm" in name.lower())
+        groups.setdefault((depths.get(id(param), top), decayed), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * layer_lr_decay ** (top - depth)}
+            for (depth, decayed), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))]
 
 
 def _track_best(state: FitState, metrics: dict[str, float], job: Job) -> bool:
