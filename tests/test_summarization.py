@@ -189,6 +189,28 @@ def test_registry_columns_metrics_and_t5_prefix():
     assert seq2seq.task_prefix(model, given, "summarization", "summarize: ", "", said.append) == "Dialogue: "
 
 
+def test_from_scratch_recipe_is_the_hour_sized_one_and_a_checkpoint_keeps_the_family_defaults(tmp_path):
+    """Without --model, `tlab finetune --task samsum` gets the recipe measured to fit an hour on 2 CPU cores
+    (BENCHMARKS.md "Summarization"); with a checkpoint, the family's generic defaults; an override still wins."""
+    import yaml
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(DIALOGUES))
+
+    def resolved(*args):
+        result = runner_invoke("finetune", "--task", "samsum", "--train-file", str(data), "--validation-file", str(data),
+                               "--dry-run", "-o", str(tmp_path / "x"), *args)
+        assert result.exit_code == 0, result.output
+        return yaml.safe_load(result.output)
+
+    scratch = resolved()
+    assert (scratch["train"]["epochs"], scratch["seq2seq"]["max_tokens"], scratch["train"]["schedule"]) == (6.0, 4096, "inverse_sqrt")
+    assert scratch["model"]["preset"] == "transformer-small" and scratch["seq2seq"]["average_checkpoints"] == 5
+    assert resolved("train.epochs=2")["train"]["epochs"] == 2.0
+    assert "seq2seq.max_tokens" not in tasks.defaults_for("samsum", from_scratch=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_generation_options_reach_generate():
     cfg = config.load(flags={"task": "samsum"}, overrides=["seq2seq.min_new_tokens=5", "seq2seq.no_repeat_ngram_size=3",
                                                             "seq2seq.length_penalty=2.0", "seq2seq.max_length_a=0"])

@@ -46,10 +46,11 @@ FAMILIES: dict[str, Family] = {
         # summaries are short beside their documents: no source-relative bound on their length, no repeated trigram
         defaults=_SUMMARIZATION_DEFAULTS,
         # without --model: translation's low-resource recipe (a small Transformer, strong dropout, token-budget
-        # batches, inverse-sqrt schedule, the last checkpoints averaged), untuned for summaries
+        # batches, inverse-sqrt schedule, the last checkpoints averaged), sized for an hour on 2 CPU cores with
+        # SAMSum (BENCHMARKS.md "Summarization": 6 epochs of 4,096-token batches)
         from_scratch_defaults={**_SUMMARIZATION_DEFAULTS, "model.preset": "transformer-small", "model.vocab_size": 8000,
-                               "train.lr": 1e-3, "train.epochs": 20.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
-                               "train.weight_decay": 0.0, "seq2seq.max_tokens": 8192, "train.eval_every": 500,
+                               "train.lr": 1e-3, "train.epochs": 6.0, "train.warmup": 500, "train.schedule": "inverse_sqrt",
+                               "train.weight_decay": 0.0, "seq2seq.max_tokens": 4096, "train.eval_every": 500,
                                "train.save_every": 250, "train.keep_checkpoints": 5, "seq2seq.average_checkpoints": 5,
                                "data.max_eval_samples": 200},
         detects=_is_summarizer),
