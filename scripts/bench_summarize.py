@@ -97,11 +97,12 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench_rounds
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -228,17 +229,6 @@ def checkpoint() -> str:
     return model
 
 
-def peak_rss_mib() -> float:
-    """High-water mark of this process's resident memory (VmHWM; ru_maxrss where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def state_digest(model) -> dict:
@@ -454,36 +444,17 @@ def worker(args) -> None:
     n = result["scored_dialogues"]
     result["eval_docs_per_s"] = n / result["eval_seconds"]
     result["generate_docs_per_s"] = result["generated_documents"] / max(result["generate_seconds"], 1e-9)
-    result["peak_rss_mib"] = peak_rss_mib()
+    result["peak_rss_mib"] = bench_rounds.peak_rss_mib()
     result["threads"] = torch.get_num_threads()
     (work / f"result-{args.worker}.json").write_text(json.dumps(result, indent=1))
 
 
-def _env(threads: int) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            # the Rust tokenizer's thread pool: only tokenization (wall time), set alike for both variants
-            "RAYON_NUM_THREADS": str(threads), "RAYON_RS_NUM_CPUS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-
-
 def start(key: str, work: Path, argv: list[str], threads: int, seed: int):
-    """Variant `key` at `seed` in a fresh interpreter with the same thread settings: (process, start time)."""
-    for leftover in ({"a": "tlab-run", "b": "trainer-run"}[key], f"result-{key}.json"):  # a new round writes afresh
-        path = work / leftover
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    process = subprocess.Popen([sys.executable, __file__, *argv, "--seed", str(seed), "--worker", key, "--work", str(work)],
-                               env=_env(threads))
-    return process, time.perf_counter()
+    return bench_rounds.start(__file__, key, work, argv, threads, seed)
 
 
 def finish(key: str, work: Path, process, began: float) -> dict:
-    if process.wait() != 0:
-        sys.exit(f"variant {VARIANTS[key]} failed (exit {process.returncode})")
-    result = json.loads((work / f"result-{key}.json").read_text())
-    result["process_seconds"] = time.perf_counter() - began
-    return result
+    return bench_rounds.finish(VARIANTS[key], key, work, process, began)
 
 
 def machine(threads: int) -> str:
