@@ -399,3 +399,42 @@ def test_the_sweep_records_pruned_trials_and_counts_them(tmp_path, monkeypatch):
     assert [r["state"] for r in rows] == ["complete", "pruned", "pruned"]
     assert rows[1]["note"] == "pruned at step 2" and float(rows[1]["last_eval"]) == 0.2
     assert "parameter importances: skipped (1 complete trial(s)" in result.output
+
+
+def test_a_finished_trial_keeps_its_claim_until_its_outcome_is_recorded(tmp_path, monkeypatch):
+    """With --jobs, another worker that takes the sweep lock fails every RUNNING trial whose claim no live process
+    holds. So each time the lock is taken, every RUNNING trial's claim must still be held: a worker that dropped its
+    claim before recording the outcome let the other fail its trial, and its own tell then raised (a CI failure)."""
+    from contextlib import contextmanager
+
+    from optuna.trial import TrialState as S
+
+    from tlab import pipeline
+    from tlab.runlock import held_by_another
+    from tlab.sweep import study as study_mod
+
+    def fake_run(cfg, echo=print, command=None, report=None):
+        Path(cfg.output_dir).mkdir(parents=True)
+        return {"final": {"accuracy": 0.5}, "best": {"checkpoint": "step-2", "accuracy": 0.5}, "steps": 2, "train_seconds": 0.1}
+
+    seen = []
+    real_locked = study_mod.locked
+
+    @contextmanager
+    def probing(folder):
+        with real_locked(folder):
+            study = optuna.load_study(study_name=study_mod.STUDY_NAME, storage=f"sqlite:///{folder / study_mod.STUDY_FILE}")
+            for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+                seen.append((t.number, held_by_another(folder / study_mod.CLAIMS / f"trial-{t.number:03d}")))
+            yield
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(study_mod, "locked", probing)
+    out = tmp_path / "s"
+    result = runner.invoke(app, ["sweep", "--task", "sst2", "--model", "some-model", "-o", str(out), "--trials", "2",
+                                 "--space", "train.lr=1e-5:1e-3:log"])
+    assert result.exit_code == 0, result.output
+    assert states(out) == {"COMPLETE": 2}
+    assert [n for n, _ in seen] == [0, 1]  # each trial was RUNNING when its outcome was recorded
+    assert all(held for _, held in seen), seen
+    assert not list((out / ".claims").iterdir())

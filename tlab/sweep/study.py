@@ -131,14 +131,16 @@ def optimize(sweep: Sweep, echo: Callable[[str], None]) -> None:
         trial, params, run_dir, resume, claim = taken
         try:
             outcome = _run(sweep, trial, params, run_dir, resume, echo)
+            with locked(sweep.folder):
+                for key, value in outcome.attrs.items():
+                    trial.set_user_attr(key, value)
+                study.tell(trial, outcome.value, state=outcome.state)
+                tidy(sweep, study)
         finally:
+            # only once the outcome is recorded: a claim dropped earlier lets another worker's _take see the
+            # trial RUNNING without a live process, fail it as cut, and make this tell raise
             claim.release()
             shutil.rmtree(claim.directory, ignore_errors=True)
-        with locked(sweep.folder):
-            for key, value in outcome.attrs.items():
-                trial.set_user_attr(key, value)
-            study.tell(trial, outcome.value, state=outcome.state)
-            tidy(sweep, study)
         echo(f"trial {trial.number}: {outcome.line}")
         if outcome.error is not None:
             raise outcome.error
