@@ -163,9 +163,9 @@ def test_token_weighted_loss_weighs_every_labelled_token_alike():
     assert torch.allclose(loss(model, typical), model(**typical).loss)  # rows of the mean length: the model's own mean
 
 
-def test_token_weighted_loss_is_opt_in():
-    cfg = config.load(flags={"task": "conll2003"}, overrides=["ner.token_weighted_loss=true"])
-    assert cfg.ner.token_weighted_loss and not config.load(flags={"task": "conll2003"}).ner.token_weighted_loss
+def test_token_weighted_loss_is_the_default_and_can_be_turned_off():
+    cfg = config.load(flags={"task": "conll2003"}, overrides=["ner.token_weighted_loss=false"])
+    assert not cfg.ner.token_weighted_loss and config.load(flags={"task": "conll2003"}).ner.token_weighted_loss
 
 
 def test_ner_sorts_lengths_within_pairs_of_batches_by_default(tmp_path):
@@ -279,7 +279,7 @@ def conll_run(tmp_path_factory):
 def test_run_beats_all_o_and_eval_reproduces_it(conll_run, tmp_path):
     run, metrics, lines = conll_run
     start = next(line for line in lines if line.startswith("tlab conll2003:"))
-    assert "tag_scheme IOB" in start and "validation_examples 200" in start
+    assert "tag_scheme IOB" in start and "validation_examples 200" in start and "loss token-weighted" in start
     final = metrics["final"]
     reference = conll_data.convert(conll_data.read_file(str(CONLL / "eng.testa"))).tags[:200]
     majority = sum(t == "O" for row in reference for t in row) / sum(len(row) for row in reference)

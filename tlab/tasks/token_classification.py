@@ -200,7 +200,8 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
                "tag_scheme": scheme + "".join(f" ({k} {v})" for k, v in others.items()) + (" -> IOB2" if scheme != "IOB2" else ""),
                "inconsistent_tags": facts.get("inconsistent_tags", 0), "labels": labels,
                "max_length": max_length, "stride": stride,
-               **({"train_windows": len(train_tok)} if train_tok is not None else {}),
+               **({"train_windows": len(train_tok),
+                   "loss": "token-weighted" if cfg.ner.token_weighted_loss else "per-batch mean"} if train_tok is not None else {}),
                **{f"{k}_windows": len(v) for k, v in eval_tok.items()}}
     return Prepared(job, tokenizer, summary)
 
