@@ -169,9 +169,10 @@ def test_held_out_articles_are_said_at_start(tmp_path):
     assert not set(held["title"]) & set(train["title"])  # whole articles on one side
 
 
-def test_qa_defaults_are_run_qa_warmup_and_no_weight_decay(tmp_path):
-    """`tlab finetune --task squad` without a config gets run_qa.py's warm-up 10% and weight decay 0 (issue #25);
-    other families keep the generic 6% / 0.01, and a flag or override still wins."""
+def test_qa_defaults_are_run_qa_warmup_no_weight_decay_and_pairs_of_batches(tmp_path):
+    """`tlab finetune --task squad` (with or without its yaml) gets run_qa.py's warm-up 10% and weight decay 0 and
+    sorts lengths within groups of 2 batches (issue #25); other families keep the generic 6% / 0.01 and 50-batch
+    groups, and a flag or override still wins."""
     import yaml
 
     def resolved(*args):
@@ -179,11 +180,13 @@ def test_qa_defaults_are_run_qa_warmup_and_no_weight_decay(tmp_path):
         assert result.exit_code == 0, result.output
         return yaml.safe_load(result.output)["train"]
 
-    for task in ("squad", "squad_v2"):
-        train = resolved("--task", task)
-        assert (train["warmup"], train["weight_decay"]) == (0.1, 0.0), task
+    configs = Path(__file__).parents[1] / "configs" / "finetune"
+    for args in (("--task", "squad"), ("--task", "squad_v2"), ("--config", str(configs / "squad.yaml")),
+                 ("--config", str(configs / "squad_v2.yaml"))):
+        train = resolved(*args)
+        assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.1, 0.0, 2), args
     train = resolved("--task", "sst2")
-    assert (train["warmup"], train["weight_decay"]) == (0.06, 0.01)
-    train = resolved("--task", "squad", "train.weight_decay=0.01", "train.warmup=0.05")
-    assert (train["warmup"], train["weight_decay"]) == (0.05, 0.01)
+    assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.06, 0.01, 50)
+    train = resolved("--task", "squad", "train.weight_decay=0.01", "train.warmup=0.05", "train.length_group_batches=50")
+    assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.05, 0.01, 50)
     assert not (tmp_path / "x").exists()
