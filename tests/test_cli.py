@@ -68,9 +68,10 @@ def test_cli_import_stays_light():
 
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CONFIGS = sorted(ROOT.glob("configs/pretrain/*.yaml")) + sorted(ROOT.glob("configs/finetune/*.yaml"))
 HEADER_COMMANDS = [
     (path, line.lstrip("# ").strip())
-    for path in sorted(ROOT.glob("configs/pretrain/*.yaml")) + sorted(ROOT.glob("configs/finetune/*.yaml"))
+    for path in SHIPPED_CONFIGS
     for line in path.read_text().split("\n\n")[0].splitlines()
     if line.startswith("#   tlab ")
 ]
@@ -79,7 +80,7 @@ HEADER_COMMANDS = [
 def test_every_yaml_header_shows_a_command_with_its_own_file():
     import shlex
 
-    for path in sorted(ROOT.glob("configs/pretrain/*.yaml")) + sorted(ROOT.glob("configs/finetune/*.yaml")):
+    for path in SHIPPED_CONFIGS:
         own = f"configs/{path.parent.name}/{path.name}"
         assert any(own in shlex.split(command) for p, command in HEADER_COMMANDS if p == path), path.name
 
