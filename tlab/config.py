@@ -103,10 +103,6 @@ class ModelConfig:
     """What to freeze when fine-tuning: none | embeddings | layers:N (embeddings + first N layers) | encoder."""
     reinit_layers: int = 0
     """Fine-tuning: re-initialise the pooler and the top N encoder layers before training (0 = keep them all)."""
-    head_init: str = "default"
-    """Fine-tuning: how the task's new output layer starts: default (the architecture's random draw) | zero (every
-    label or answer position equally likely at the first step, so seeds differ only in data order and dropout).
-    A head loaded from the checkpoint is never touched."""
     lora_r: int = 0
     """LoRA rank (0 = full fine-tuning). The saved model is merged so plain transformers loads it."""
     lora_alpha: int = 16
@@ -124,7 +120,6 @@ class ModelConfig:
         _check(self.vocab_size >= 100, "model.vocab_size must be at least 100")
         _check(self.lora_r >= 0, "model.lora_r must be >= 0")
         _check(self.reinit_layers >= 0, f"model.reinit_layers must be >= 0, got {self.reinit_layers}")
-        _check(self.head_init in ("default", "zero"), f"model.head_init must be default or zero, got {self.head_init!r}")
         _check(
             self.freeze in ("none", "embeddings", "encoder") or _is_layers_spec(self.freeze),
             f"model.freeze must be none, embeddings, encoder or layers:N, got {self.freeze!r}",

@@ -126,23 +126,6 @@ def reinit_top_layers(model, count: int) -> None:
         module.apply(model._init_weights)
 
 
-def zero_new_head(model) -> str | None:
-    """Zero the output layer of a newly initialised head (the last Linear whose weights the checkpoint lacked), so
-    every label or answer position starts equally likely. Only that layer: zeroing a hidden layer of the head too
-    would leave both without gradient. None when the checkpoint already had the head."""
-    new = set(getattr(model, "tlab_new_weights", ()))
-    linears = [name for name, module in model.named_modules()
-               if isinstance(module, torch.nn.Linear) and f"{name}.weight" in new]
-    if not linears:
-        return None
-    layer = model.get_submodule(linears[-1])
-    with torch.no_grad():
-        layer.weight.zero_()
-        if layer.bias is not None:
-            layer.bias.zero_()
-    return linears[-1]
-
-
 def layer_depths(model) -> dict[int, int]:
     """Depth of every parameter (by id) for layer-wise learning-rate decay: 0 for the embeddings, i + 1 for layer i of
     the encoder, the number of layers + 1 for everything above them (pooler, final norm, the task's head)."""
@@ -198,10 +181,6 @@ def adapt(model, cfg: ModelConfig, log, peft_task_type: str = "SEQ_CLS"):
     if cfg.reinit_layers:
         reinit_top_layers(model, cfg.reinit_layers)
         log(f"re-initialised the pooler and the top {cfg.reinit_layers} layer(s) of the encoder")
-    if cfg.head_init == "zero":
-        zeroed = zero_new_head(model)
-        log(f"head: {zeroed} starts at zero" if zeroed else "head: loaded from the checkpoint, so model.head_init=zero "
-            "leaves it as it is")
     freeze(model, cfg.freeze)
     if cfg.lora_r > 0:
         model = add_lora(model, cfg, peft_task_type)

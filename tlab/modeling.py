@@ -244,7 +244,6 @@ def load_pretrained(auto_class, name: str, trust_remote_code: bool = False, trai
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise TlabError(f"model {name} has no trained {trained_only} (missing weights {shown}): train it for this "
                         "task first")
-    model.tlab_new_weights = tuple(missing)  # what transformers drew at random: the head fine-tuning may re-start
     return model
 
 
