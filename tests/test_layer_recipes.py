@@ -105,3 +105,23 @@ def test_a_run_with_both_levers_trains_and_saves_the_redrawn_top_layer(tmp_path)
     key = "encoder.layer.{}.intermediate.dense.weight"
     saved = lambda i: after.get("bert." + key.format(i), after.get(key.format(i)))  # noqa: E731
     assert (saved(5) - before[key.format(5)]).abs().mean() > 10 * (saved(4) - before[key.format(4)]).abs().mean()
+
+
+def test_head_lr_scale_multiplies_the_rate_above_the_layers_only_and_composes_with_decay():
+    model = tiny_bert(layers=2)
+    bert = model.bert
+    groups = _param_groups(model, weight_decay=0.01, lr=1e-3, head_lr_scale=10)
+    for param in (model.classifier.weight, model.classifier.bias, bert.pooler.dense.weight):
+        assert lr_of(groups, param) == pytest.approx(1e-2)
+    for param in (*bert.encoder.layer.parameters(), *bert.embeddings.parameters()):
+        assert lr_of(groups, param) == pytest.approx(1e-3)
+    decayed = _param_groups(model, weight_decay=0.01, lr=1e-3, layer_lr_decay=0.5, head_lr_scale=10)
+    assert lr_of(decayed, model.classifier.weight) == pytest.approx(1e-2)
+    assert lr_of(decayed, bert.encoder.layer[1].output.dense.weight) == pytest.approx(5e-4)
+    grouped = [p for g in groups for p in g["params"]]
+    assert len(grouped) == len(list(model.parameters())) == len({id(p) for p in grouped})
+
+
+def test_a_head_lr_scale_of_zero_is_refused():
+    with pytest.raises(TlabError, match="train.head_lr_scale must be > 0, got 0"):
+        config.TrainConfig(head_lr_scale=0)

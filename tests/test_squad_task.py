@@ -169,10 +169,10 @@ def test_held_out_articles_are_said_at_start(tmp_path):
     assert not set(held["title"]) & set(train["title"])  # whole articles on one side
 
 
-def test_qa_defaults_are_run_qa_warmup_no_weight_decay_and_pairs_of_batches(tmp_path):
-    """`tlab finetune --task squad` (with or without its yaml) gets run_qa.py's warm-up 10% and weight decay 0 and
-    sorts lengths within groups of 2 batches (issue #25); other families keep the generic 6% / 0.01 and 50-batch
-    groups, and a flag or override still wins."""
+def test_qa_defaults_are_run_qa_warmup_no_weight_decay_pairs_of_batches_and_a_10x_head_rate(tmp_path):
+    """`tlab finetune --task squad` (with or without its yaml) gets run_qa.py's warm-up 10% and weight decay 0,
+    sorts lengths within groups of 2 batches and trains the head at 10x the rate (issue #25); other families keep the
+    generic 6% / 0.01, 50-batch groups and one rate, and a flag or override still wins."""
     import yaml
 
     def resolved(*args):
@@ -184,9 +184,38 @@ def test_qa_defaults_are_run_qa_warmup_no_weight_decay_and_pairs_of_batches(tmp_
     for args in (("--task", "squad"), ("--task", "squad_v2"), ("--config", str(configs / "squad.yaml")),
                  ("--config", str(configs / "squad_v2.yaml"))):
         train = resolved(*args)
-        assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.1, 0.0, 2), args
+        assert (train["warmup"], train["weight_decay"], train["length_group_batches"], train["head_lr_scale"]) == (
+            0.1, 0.0, 2, 10.0), args
     train = resolved("--task", "sst2")
-    assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.06, 0.01, 50)
-    train = resolved("--task", "squad", "train.weight_decay=0.01", "train.warmup=0.05", "train.length_group_batches=50")
-    assert (train["warmup"], train["weight_decay"], train["length_group_batches"]) == (0.05, 0.01, 50)
+    assert (train["warmup"], train["weight_decay"], train["length_group_batches"], train["head_lr_scale"]) == (
+        0.06, 0.01, 50, 1.0)
+    train = resolved("--task", "squad", "train.weight_decay=0.01", "train.warmup=0.05", "train.length_group_batches=50",
+                     "train.head_lr_scale=1")
+    assert (train["warmup"], train["weight_decay"], train["length_group_batches"], train["head_lr_scale"]) == (
+        0.05, 0.01, 50, 1.0)
     assert not (tmp_path / "x").exists()
+
+
+def test_head_lr_scale_reaches_the_optimizer_and_the_log_keeps_train_lr(tmp_path, monkeypatch):
+    """The QA head trains at lr x train.head_lr_scale, the encoder at lr, and log.jsonl's lr stays train.lr's
+    schedule."""
+    import torch
+
+    from tlab import train as training
+
+    made = []
+
+    class Recording(torch.optim.AdamW):
+        def __init__(self, groups, **kwargs):
+            super().__init__(groups, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(training.torch.optim, "AdamW", Recording)
+    pipeline.run(qa_config(tmp_path / "run", "train.max_steps=2", "train.warmup=0", "train.schedule=constant",
+                           "train.log_every=1", "train.head_lr_scale=10"), **quiet)
+    (optimizer,) = made
+    rate = {tuple(p.shape): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert rate[(2,)] == pytest.approx(2e-3)  # qa_outputs.bias: the only 2-vector
+    assert rate[(384, 384)] == pytest.approx(2e-4) and rate[(30522, 384)] == pytest.approx(2e-4)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log if "lr" in r] == pytest.approx([2e-4, 2e-4])

@@ -143,6 +143,10 @@ class TrainConfig:
     layer_lr_decay: float = 1.0
     """Fine-tuning: layer-wise learning-rate decay. The head trains at lr, the top encoder layer at lr x decay, each
     layer below at one more factor, the embeddings at the lowest (1.0 = one rate for all)."""
+    head_lr_scale: float = 1.0
+    """Fine-tuning: the learning rate of what sits above the encoder's layers (the task's head, and the pooler and
+    final norm where the model has them) is lr x this. AdamW moves a weight by about lr a step, so at the encoder's
+    rate a new head stays close to its random draw for a short run (1.0 = one rate for all)."""
     warmup: float = 0.05
     """Warm-up: a fraction of all steps when < 1, else a number of steps."""
     schedule: str = "linear"
@@ -219,6 +223,7 @@ class TrainConfig:
         _check(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}")
         _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 < self.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        _check(self.head_lr_scale > 0, f"train.head_lr_scale must be > 0, got {self.head_lr_scale}")
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         for name in ("eval_every", "save_every", "patience"):
             _check(getattr(self, name) >= 0, f"train.{name} must be >= 0 (0 = off / the default), got {getattr(self, name)}")

@@ -104,7 +104,8 @@ def _fit(cfg: RunConfig, job: Job, accelerator, run: RunDir, log: Callable[[str]
                 at_end = state.step >= total
                 is_log = state.step % tc.log_every == 0 or at_end
                 if is_log:
-                    _log_step(accelerator, run, bar, state, scheduler, throughput, divergence, len(train_loader))
+                    _log_step(accelerator, run, bar, state, scheduler, throughput, divergence, len(train_loader),
+                              tc.head_lr_scale)
                 term_now, time_due = _stop_requests(accelerator, terminated, saver, is_log)
                 with throughput.paused():  # evaluation and saving are not training throughput
                     if state.step % eval_every == 0 or at_end:
@@ -140,7 +141,7 @@ def _prepare(cfg: RunConfig, job: Job, accelerator):
         model = torch.compile(model, mode=None if tc.compile_mode == "default" else tc.compile_mode)
     # The fused kernel (CPU and CUDA) makes the optimizer step cheaper than the default for-each one on CPU (see
     # BENCHMARKS.md).
-    groups = _param_groups(job.model, tc.weight_decay, tc.lr, tc.layer_lr_decay)
+    groups = _param_groups(job.model, tc.weight_decay, tc.lr, tc.layer_lr_decay, tc.head_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=tc.lr, fused=True)
     train_loader = torch.utils.data.DataLoader(job.train_data, batch_sampler=job.train_batches, collate_fn=job.collate,
                                                num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
@@ -297,13 +298,14 @@ class Saver:
 
 
 def _log_step(accelerator, run: RunDir, bar, state: FitState, scheduler, throughput: Throughput,
-              divergence: Divergence, epoch_batches: int) -> None:
+              divergence: Divergence, epoch_batches: int, head_lr_scale: float = 1.0) -> None:
     elapsed = time.perf_counter() - throughput.window_start
     mean_loss = accelerator.reduce(throughput.window_loss / throughput.window_batches, "mean").item()
     divergence.check()
     tok_s = int(throughput.window_tokens) * throughput.world / max(elapsed, 1e-9)
     record = {"step": state.step, "epoch": round(state.epoch + state.batches_in_epoch / epoch_batches, 3),
-              "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(tok_s, 1)}
+              # train.lr as scheduled: the first group is the head's, which may run at a multiple of it
+              "loss": round(mean_loss, 4), "lr": scheduler.get_last_lr()[0] / head_lr_scale, "tokens_per_s": round(tok_s, 1)}
     run.log(record)
     accelerator.log({"train/loss": mean_loss, "train/lr": record["lr"], "train/tokens_per_s": tok_s}, step=state.step)
     _flush(accelerator)
@@ -378,9 +380,10 @@ def _check_enough_data(job: Job, processes: int) -> None:
                             "launch fewer processes or give more data")
 
 
-def _param_groups(model, weight_decay: float, lr: float, layer_lr_decay: float = 1.0):
-    """AdamW groups: weight decay on matrices only, and with layer-wise decay one group per (depth, decayed or not)."""
-    depths = finetuning.layer_depths(model) if layer_lr_decay < 1 else {}
+def _param_groups(model, weight_decay: float, lr: float, layer_lr_decay: float = 1.0, head_lr_scale: float = 1.0):
+    """AdamW groups: weight decay on matrices only, and with layer-wise decay or a head rate one group per (depth,
+    decayed or not)."""
+    depths = finetuning.layer_depths(model) if layer_lr_decay < 1 or head_lr_scale != 1 else {}
     top = max(depths.values(), default=0)
     groups: dict[tuple[int, bool], list] = {}
     for name, param in model.named_parameters():
@@ -388,7 +391,8 @@ def _param_groups(model, weight_decay: float, lr: float, layer_lr_decay: float =
             continue
         decayed = not (param.ndim < 2 or "norm" in name.lower())
         groups.setdefault((depths.get(id(param), top), decayed), []).append(param)
-    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * layer_lr_decay ** (top - depth)}
+    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0,
+             "lr": lr * layer_lr_decay ** (top - depth) * (head_lr_scale if depth == top else 1.0)}
             for (depth, decayed), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))]
 
 
