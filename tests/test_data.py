@@ -163,7 +163,7 @@ def test_length_grouping_reduces_padding():
     assert padded(grouped) >= lengths.sum()
 
 
-@pytest.mark.parametrize("group_batches", [1, 4, 50])
+@pytest.mark.parametrize("group_batches", [1, 2, 4, 50])
 def test_length_group_batches_sorts_within_mega_batches(group_batches):
     n, size = 1003, 16  # neither a multiple of the batch nor of the mega-batch: short last batch and mega-batch
     lengths = np.random.default_rng(3).integers(5, 384, size=n)
