@@ -130,7 +130,7 @@ def layer_depths(model) -> dict[int, int]:
     """Depth of every parameter (by id) for layer-wise learning-rate decay: 0 for the embeddings, i + 1 for layer i of
     the encoder, the number of layers + 1 for everything above them (pooler, final norm, the task's head)."""
     base = model.base_model
-    layers = list(_layers(base, "decay the learning rate of"))
+    layers = list(_layers(base, "set per-layer learning rates (train.layer_lr_decay, train.head_lr_scale) of"))
     top = len(layers) + 1
     depths = {id(param): top for param in model.parameters()}
     for module in filter(None, (base.get_input_embeddings(), getattr(base, "embeddings", None))):
