@@ -168,10 +168,11 @@ def test_token_weighted_loss_is_the_default_and_can_be_turned_off():
     assert not cfg.ner.token_weighted_loss and config.load(flags={"task": "conll2003"}).ner.token_weighted_loss
 
 
-def test_ner_sorts_lengths_within_pairs_of_batches_by_default(tmp_path):
-    """`tlab finetune` for the NER family groups lengths in 2-batch groups (BENCHMARKS.md, issue #21), the other
-    families in transformers' 50; an override wins. A 2-batch group holds the shorter and the longer half of its
-    2 x batch_size examples, so the batches a seed gives mix lengths more than 50-batch groups do."""
+def test_ner_defaults_pairs_of_batches_and_the_head_at_ten_times_the_rate(tmp_path):
+    """`tlab finetune` for the NER family groups lengths in 2-batch groups and trains its new head at 10x the rate
+    (BENCHMARKS.md, issue #21), the other families in transformers' 50 at one rate; an override wins. A 2-batch
+    group holds the shorter and the longer half of its 2 x batch_size examples, so the batches a seed gives mix
+    lengths more than 50-batch groups do."""
     import yaml
 
     from tlab.data import EpochBatches
@@ -179,12 +180,15 @@ def test_ner_sorts_lengths_within_pairs_of_batches_by_default(tmp_path):
     def resolved(*args):
         result = runner.invoke(app, ["finetune", *args, "--model", MINILM, "--dry-run", "-o", str(tmp_path / "x")])
         assert result.exit_code == 0, result.output
-        return yaml.safe_load(result.output)["train"]["length_group_batches"]
+        train = yaml.safe_load(result.output)["train"]
+        return train["length_group_batches"], train["head_lr_scale"]
 
-    assert resolved("--task", "conll2003") == 2
-    assert resolved("--config", str(Path(__file__).parents[1] / "configs" / "finetune" / "conll2003.yaml")) == 2
-    assert resolved("--task", "sst2") == 50
-    assert resolved("--task", "conll2003", "train.length_group_batches=8") == 8
+    assert resolved("--task", "conll2003") == (2, 10.0)
+    (tmp_path / "t.conll").write_text("EU B-ORG\nrejects O\n\n")
+    assert resolved("--task", "ner", "--train-file", str(tmp_path / "t.conll")) == (2, 10.0)
+    assert resolved("--config", str(Path(__file__).parents[1] / "configs" / "finetune" / "conll2003.yaml")) == (2, 10.0)
+    assert resolved("--task", "sst2") == (50, 1.0)
+    assert resolved("--task", "conll2003", "train.length_group_batches=8", "train.head_lr_scale=1") == (8, 1.0)
     lengths = list(range(1, 641))  # 640 examples, 20 batches of 32
     pairs = list(EpochBatches(640, 32, seed=0, lengths=lengths, group_batches=2))
     spread = lambda batches: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)  # noqa: E731
