@@ -79,7 +79,7 @@ FAMILIES: dict[str, Family] = {
     "ner": Family("ner", "tlab.tasks.token_classification", "AutoModelForTokenClassification", "token-classification",
                   "TOKEN_CLS", "ner",
                   # length groups of 2 batches: sentences sorted in 50-batch groups cost F1 after one epoch on
-                  # CoNLL-2003 at every seed measured, pairs of batches keep most of the speed; the new 9-way head at
+                  # CoNLL-2003 at every seed measured, pairs of batches keep most of the speed; the new tag head at
                   # 10x the rate, as QA's: more F1 after one epoch and after the 3-epoch recipe (BENCHMARKS.md, #21)
                   defaults={"train.length_group_batches": 2, "train.head_lr_scale": 10.0},
                   detects=lambda c: any(a.endswith("ForTokenClassification") for a in _architectures(c))),
