@@ -73,6 +73,13 @@ def load(accelerator, checkpoint) -> None:
     try:
         accelerator.load_state(str(checkpoint))
     except Exception as exc:
+        if isinstance(exc, ValueError) and "parameter group" in str(exc):
+            # the optimizer's groups follow the rate options: a change of them (or of their task default) since the
+            # run started regroups the same weights, and torch matches saved state to groups by position
+            raise TlabError(f"checkpoint {checkpoint} was saved with other optimizer parameter groups: resume with the "
+                            "run's own train.head_lr_scale, train.layer_lr_decay, model.freeze and LoRA settings (runs "
+                            "started before QA and NER trained their head at 10x by default need "
+                            "train.head_lr_scale=1)") from None
         raise TlabError(f"checkpoint {checkpoint} cannot be loaded safely ({type(exc).__name__}: "
                         f"{(str(exc).splitlines() or [''])[0][:160]}); resume from an earlier one or start again") from None
 
