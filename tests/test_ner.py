@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -207,8 +208,6 @@ def test_resuming_with_other_head_rate_groups_names_the_option_and_keeps_the_run
             "train.max_steps=2", "train.save_every=1", "train.batch_size=1"]
     first = runner.invoke(app, [*args, "train.head_lr_scale=1"])
     assert first.exit_code == 0, first.output
-    import shutil
-
     shutil.rmtree(out / "checkpoints" / "step-2")  # as if killed after step 1's checkpoint
     refused = runner.invoke(app, [*args, "--resume"])
     assert refused.exit_code != 0 and "Traceback" not in refused.output, refused.output
