@@ -125,3 +125,18 @@ def test_head_lr_scale_multiplies_the_rate_above_the_layers_only_and_composes_wi
 def test_a_head_lr_scale_of_zero_is_refused():
     with pytest.raises(TlabError, match="train.head_lr_scale must be > 0, got 0"):
         config.TrainConfig(head_lr_scale=0)
+
+
+def test_model_overrides_set_a_checkpoints_dropout_when_it_is_trained_and_a_typo_is_refused(tmp_path):
+    """model.overrides used to reach only models built from a preset: on a checkpoint they were dropped silently."""
+    tiny_bert().save_pretrained(tmp_path / "ckpt")
+    spec = type("Spec", (), {"label_names": ["no", "yes"], "num_labels": 2, "name": "toy"})()
+    cfg = config.ModelConfig(overrides={"hidden_dropout_prob": 0.3, "classifier_dropout": 0.4})
+    model = finetuning.load_classifier(str(tmp_path / "ckpt"), spec, cfg, for_training=True)
+    assert model.config.hidden_dropout_prob == 0.3 and model.config.classifier_dropout == 0.4
+    assert model.bert.encoder.layer[0].output.dropout.p == 0.3 and model.dropout.p == 0.4
+    plain = finetuning.load_classifier(str(tmp_path / "ckpt"), spec, config.ModelConfig(), for_training=True)
+    assert plain.config.hidden_dropout_prob == 0.1 and plain.bert.encoder.layer[0].output.dropout.p == 0.1
+    with pytest.raises(TlabError, match="unknown key model.overrides.hidden_dropout: .*did you mean 'hidden_dropout_prob'"):
+        finetuning.load_classifier(str(tmp_path / "ckpt"), spec, config.ModelConfig(overrides={"hidden_dropout": 0.3}),
+                                   for_training=True)

@@ -94,7 +94,8 @@ class ModelConfig:
     """Size preset for models built from scratch: tiny|mini|small|base, optionally prefixed by an architecture
     (modernbert-, bert-, roberta- for MLM; gpt2-, llama- for CLM). See `tlab presets`."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Model config fields set on top of the preset, e.g. model.overrides.num_hidden_layers=6."""
+    """Model config fields set on top of the preset, or on a checkpoint's config when it is trained (dropout,
+    classifier_dropout), e.g. model.overrides.num_hidden_layers=6."""
     tokenizer: Optional[str] = None
     """Existing tokenizer (directory or Hub id). Empty when pretraining from scratch = train one on the corpus."""
     vocab_size: int = 8192

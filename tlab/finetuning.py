@@ -13,14 +13,15 @@ from tlab.errors import TlabError
 
 def load_model(head: str, path: str, cfg: ModelConfig, for_training: bool, trained_only: str, **config_fields):
     """A checkpoint with the task's head (`head`: a transformers Auto class name, the task's `TaskInfo.head`).
-    For training, any checkpoint of the right body will do (a new head is initialised, `config_fields` set on its
-    config); for evaluation every weight the head needs must be in the checkpoint (`trained_only` names it)."""
+    For training, any checkpoint of the right body will do (a new head is initialised, model.overrides and
+    `config_fields` set on its config); for evaluation every weight the head needs must be in the checkpoint (`trained_only` names it)."""
     import transformers
 
     auto_class = getattr(transformers, head)
     if not for_training:
         return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, trained_only=trained_only)
-    return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, **config_fields)
+    overrides = modeling.checkpoint_overrides(path, cfg.overrides, cfg.trust_remote_code)
+    return modeling.load_pretrained(auto_class, path, cfg.trust_remote_code, **{**overrides, **config_fields})
 
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type: sigmoid + BCE per label

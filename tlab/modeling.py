@@ -137,7 +137,9 @@ def build_lm(cfg: ModelConfig, objective: str, tokenizer, block_size: int, for_t
     if cfg.name_or_path:
         # for evaluation a head that would be newly initialised is refused, not scored as if trained
         head = None if for_training else ("masked-LM head" if objective == "mlm" else "causal-LM head")
-        model = load_pretrained(auto, resolve_checkpoint(cfg.name_or_path), cfg.trust_remote_code, trained_only=head)
+        path = resolve_checkpoint(cfg.name_or_path)
+        extra = checkpoint_overrides(path, cfg.overrides, cfg.trust_remote_code) if for_training else {}
+        model = load_pretrained(auto, path, cfg.trust_remote_code, trained_only=head, **extra)
     else:
         config = preset_config(cfg, objective, tokenizer)
         try:
@@ -177,11 +179,31 @@ def preset_config(cfg: ModelConfig, objective: str, tokenizer):
     return config
 
 
-def check_override_keys(config_class, overrides: dict, arch: str) -> None:
+def checkpoint_overrides(path: str, overrides: dict, trust_remote_code: bool = False) -> dict:
+    """model.overrides for a checkpoint about to be trained (hidden_dropout_prob, classifier_dropout, dropout, ...),
+    as from_pretrained keywords, which update the loaded config. Checked against the checkpoint's own settings: a
+    key it does not have would be stored and silently ignored."""
+    if not overrides:
+        return {}
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise TlabError(f"could not read the model config in {path!r}: {str(exc).splitlines()[0][:200]}") from None
+    check_override_keys(type(config), overrides, config.model_type, also_known=config.to_dict())
+    return dict(overrides)
+
+
+def check_override_keys(config_class, overrides: dict, arch: str, also_known=()) -> None:
     """PretrainedConfig stores any keyword, so a typo (num_hiden_layers) would be kept and silently ignored."""
     import difflib
 
-    known = set(vars(config_class())) | set(getattr(config_class, "attribute_map", {}))
+    try:
+        defaults = set(vars(config_class()))
+    except (TypeError, ValueError):  # configs that need arguments (an encoder-decoder's two halves)
+        defaults = set()
+    known = defaults | set(getattr(config_class, "attribute_map", {})) | set(also_known)
     for key in overrides:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)

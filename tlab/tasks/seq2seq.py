@@ -126,8 +126,10 @@ def load(path: str, cfg, src: str, tgt: str, for_training: bool, log, from_encod
                 "2020)" if kind == "encoder-only" else "use an encoder-decoder checkpoint (Marian, T5, BART, mBART), or "
                 "an encoder with --warm-start")
         raise TlabError(f"{path} is a {kind} model ({config.model_type}); {purpose} needs an encoder-decoder: {hint}")
+    extra = modeling.checkpoint_overrides(path, cfg.model.overrides, cfg.model.trust_remote_code) if for_training else {}
     model = modeling.load_pretrained(AutoModelForSeq2SeqLM, path, cfg.model.trust_remote_code,
-                                     trained_only=None if for_training else f"{purpose} model", unused=UNUSED_WEIGHTS)
+                                     trained_only=None if for_training else f"{purpose} model", unused=UNUSED_WEIGHTS,
+                                     **extra)
     if config.model_type in ("mbart", "m2m_100", "nllb-moe"):
         set_language_codes(model, tokenizer, src, tgt, path)
     return model, tokenizer
@@ -162,8 +164,10 @@ def warm_start(path: str, tokenizer, cfg):
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None or tokenizer.pad_token_id is None:
         raise TlabError(f"--warm-start needs a BERT-style tokenizer with [CLS], [SEP] and [PAD]; {path}'s lacks them")
     trust = cfg.model.trust_remote_code
-    encoder = modeling.load_pretrained(AutoModel, path, trust, add_pooling_layer=False)
-    decoder = modeling.load_pretrained(AutoModelForCausalLM, path, trust, is_decoder=True, add_cross_attention=True)
+    extra = modeling.checkpoint_overrides(path, cfg.model.overrides, trust)  # the encoder's settings, for both halves
+    encoder = modeling.load_pretrained(AutoModel, path, trust, add_pooling_layer=False, **extra)
+    decoder = modeling.load_pretrained(AutoModelForCausalLM, path, trust, is_decoder=True, add_cross_attention=True,
+                                       **extra)
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
     set_generation_ids(model, decoder_start=tokenizer.cls_token_id, eos=tokenizer.sep_token_id, pad=tokenizer.pad_token_id)
     model.config.vocab_size = model.config.decoder.vocab_size
