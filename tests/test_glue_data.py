@@ -297,3 +297,16 @@ def test_custom_file_errors(tmp_path):
         load_custom_file(write(tmp_path / "n.jsonl", '{"text": null, "label": 1}\n'), "text", None, "label", names)
     with pytest.raises(TlabError, match=r"label 'high' in .*s\.csv line 2 is not a number"):
         load_custom_file(write(tmp_path / "s.csv", "text,score\na,high\n"), "text", None, "score", None)
+
+
+def test_both_orders_adds_each_pair_swapped_with_its_label_and_refuses_single_texts():
+    from tlab.tasks import glue_data
+
+    pairs = datasets.Dataset.from_dict({"text_a": ["a1", "a2"], "text_b": ["b1", "b2"], "label": [4.5, 0.2]})
+    both = glue_data.in_both_orders(pairs)
+    assert list(zip(both["text_a"], both["text_b"], both["label"])) == [
+        ("a1", "b1", 4.5), ("a2", "b2", 0.2), ("b1", "a1", 4.5), ("b2", "a2", 0.2)]
+    assert both.features == pairs.features
+    single = datasets.Dataset.from_dict({"text_a": ["x"], "label": [1]})
+    with pytest.raises(TlabError, match="data.both_orders needs sentence pairs"):
+        glue_data.in_both_orders(single)

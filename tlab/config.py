@@ -56,6 +56,10 @@ class DataConfig:
     train_windows: str = "every"
     """With long_text mean | max, the training windows of a long document: every (each carries the document's label)
     | first (its first window only, as truncation would train; evaluation still reads every window)."""
+    both_orders: bool = False
+    """Sentence-pair classification whose label does not depend on the order of the two texts (STS-B, MRPC, QQP):
+    train on every pair in both orders, (a, b) and (b, a), so an epoch is twice as long. Evaluation reads the pairs
+    as given. sentence-transformers trains its STS-B cross-encoders so."""
     eval_split: Optional[str] = None
     """`tlab eval --split`: the split of the task's data to score instead of its validation split(s), by the name the
     task gives it (conll2003: train, validation or testa, test or testb; a GLUE task: the splits of its files in

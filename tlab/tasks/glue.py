@@ -112,6 +112,9 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         if train and not spec.is_regression and not spec.multi_label and -1 in train_ds.unique("label"):
             raise TlabError(f"the {spec.name} training data has no labels")
         train_ds = scaffold.clip(train_ds, cfg.data.max_train_samples)
+        if train_ds is not None and cfg.data.both_orders:
+            train_ds = glue_data.in_both_orders(train_ds)
+            notes["both_orders"] = f"each training pair also as (text_b, text_a): {len(train_ds):,} rows"
         evals = scaffold.clip_all(evals, cfg.data.max_eval_samples)
         tokenizer = modeling.load_tokenizer(path, cfg.model.trust_remote_code)
         model = finetuning.load_classifier(path, spec, cfg.model, for_training=train, head=info.head)

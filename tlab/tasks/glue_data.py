@@ -337,3 +337,13 @@ def held_out_by_sentence(train, fraction: float, seed: int):
     if len(validation) == 0 or len(rest) == 0:
         raise TlabError("the training file is too small to hold out a validation part; give --validation-file")
     return {"heldout": validation}, rest
+
+
+def in_both_orders(train):
+    """Each pair as given and as (text_b, text_a), for labels that do not depend on the order (data.both_orders)."""
+    import datasets
+
+    if "text_b" not in train.column_names:
+        raise TlabError("data.both_orders needs sentence pairs: this task's examples are single texts")
+    swapped = train.rename_columns({"text_a": "text_b", "text_b": "text_a"}).select_columns(train.column_names)
+    return datasets.concatenate_datasets([train, swapped.cast(train.features)])
