@@ -198,10 +198,10 @@ def test_ner_defaults_pairs_of_batches_and_the_head_at_ten_times_the_rate(tmp_pa
     assert spread(pairs) > 5 * spread(EpochBatches(640, 32, seed=0, lengths=lengths, group_batches=50))
 
 
-def test_resuming_with_other_head_rate_groups_names_the_option_and_keeps_the_run(tmp_path):
-    """A run begun at one rate for all (as before the NER default of 10) cannot take its optimizer state into the
-    default's groups: the resume is refused with one line naming train.head_lr_scale, the run's checkpoint is kept,
-    and the run's own setting resumes it."""
+def test_resume_keeps_the_runs_own_head_rate_and_a_changed_one_is_refused_with_the_run_kept(tmp_path):
+    """A run begun at one rate for all (as before the NER default of 10) resumes at that rate: --resume reads the
+    run's config.yaml under the command's settings. A command that sets another rate cannot take the optimizer state
+    into other groups: refused with one line naming train.head_lr_scale, the run's checkpoint kept."""
     data = conll(tmp_path, "t.conll", IOB1_SNIPPET)
     out = tmp_path / "run"
     args = ["finetune", "--task", "ner", "--model", MINILM, "--train-file", data, "--validation-file", data, "-o", str(out),
@@ -209,11 +209,13 @@ def test_resuming_with_other_head_rate_groups_names_the_option_and_keeps_the_run
     first = runner.invoke(app, [*args, "train.head_lr_scale=1"])
     assert first.exit_code == 0, first.output
     shutil.rmtree(out / "checkpoints" / "step-2")  # as if killed after step 1's checkpoint
-    refused = runner.invoke(app, [*args, "--resume"])
+    assert "head_lr_scale: 1.0" in runner.invoke(app, [*args, "--resume", "--dry-run"]).output
+    saved = (out / "config.yaml").read_text()
+    refused = runner.invoke(app, [*args, "--resume", "train.head_lr_scale=10"])
     assert refused.exit_code != 0 and "Traceback" not in refused.output, refused.output
-    assert "other optimizer parameter groups" in refused.output and "train.head_lr_scale=1" in refused.output
-    assert (out / "checkpoints" / "step-1").is_dir()
-    resumed = runner.invoke(app, [*args, "train.head_lr_scale=1", "--resume"])
+    assert "other optimizer parameter groups" in refused.output and "train.head_lr_scale" in refused.output
+    assert (out / "checkpoints" / "step-1").is_dir() and (out / "config.yaml").read_text() == saved
+    resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0 and "resuming from" in resumed.output, resumed.output
 
 

@@ -77,9 +77,8 @@ def load(accelerator, checkpoint) -> None:
             # the optimizer's groups follow the rate options: a change of them (or of their task default) since the
             # run started regroups the same weights, and torch matches saved state to groups by position
             raise TlabError(f"checkpoint {checkpoint} was saved with other optimizer parameter groups: resume with the "
-                            "run's own train.head_lr_scale, train.layer_lr_decay, model.freeze and LoRA settings (runs "
-                            "started before QA and NER trained their head at 10x by default need "
-                            "train.head_lr_scale=1)") from None
+                            "run's own train.head_lr_scale, train.layer_lr_decay, model.freeze and LoRA settings (--resume "
+                            "reads them from its config.yaml unless the command sets them)") from None
         raise TlabError(f"checkpoint {checkpoint} cannot be loaded safely ({type(exc).__name__}: "
                         f"{(str(exc).splitlines() or [''])[0][:160]}); resume from an earlier one or start again") from None
 

@@ -184,6 +184,8 @@ class RunDir:
     is_main: bool = True
     fresh_resume: bool = False  # --resume of a run that died before its first checkpoint: start it afresh
     locks: list = field(default_factory=list)
+    resuming: bool = False  # --resume
+    pending_config: Optional[str] = None  # a resume's config.yaml, written once its checkpoint has loaded
 
     @classmethod
     def plan(cls, output_dir: str, resume: bool, overwrite: bool, is_main: bool) -> "RunDir":
@@ -192,7 +194,7 @@ class RunDir:
         check_output_dir(output_dir, resume, overwrite, probe_lock=is_main)
         final = Path(output_dir)
         if resume:
-            run = cls(final, final, created=False, is_main=is_main)
+            run = cls(final, final, created=False, is_main=is_main, resuming=True)
             run._lock(final, "resuming it")
             run.fresh_resume = not run.checkpoints()  # checked again under the lock
             return run
@@ -240,8 +242,18 @@ class RunDir:
 
     # -- files ---------------------------------------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:
-        if self.is_main:
+        """config.yaml; when resuming from a checkpoint only after `config_resumed`: --resume reads it, and a resume
+        refused by its checkpoint must leave the run as it was."""
+        if self.is_main and self.resuming and not self.fresh_resume:
+            self.pending_config = yaml_text
+        elif self.is_main:
             write_atomic(self.path / "config.yaml", yaml_text)
+
+    def config_resumed(self) -> None:
+        """The checkpoint has loaded: the resumed run's settings become the run's."""
+        if self.pending_config is not None:
+            write_atomic(self.path / "config.yaml", self.pending_config)
+            self.pending_config = None
 
     def write_json(self, name: str, data: Any) -> None:
         if self.is_main:

@@ -172,9 +172,12 @@ def _prepare(cfg: RunConfig, job: Job, accelerator):
 
 def _start_state(cfg: RunConfig, accelerator, run: RunDir, scheduler, log: Callable[[str], None]) -> FitState:
     if cfg.resume and run.latest_checkpoint() is not None:
-        return checkpoints.restore(accelerator, run, scheduler, FitState, log)
+        state = checkpoints.restore(accelerator, run, scheduler, FitState, log)
+        run.config_resumed()
+        return state
     if cfg.resume:
         log(f"{run.path} holds no complete checkpoint (the run stopped before its first one): starting it afresh")
+        run.config_resumed()
     return FitState()
 
 

@@ -69,10 +69,17 @@ def stdin_text() -> str:
 
 def execute(defaults: dict, flags: dict, config_file: Optional[str], overrides: Optional[list[str]], dry_run: bool,
             preprocess_only: bool = False) -> dict:
-    """Resolve the config; print it (--dry-run), only fill the data caches (--preprocess-only) or run."""
+    """Resolve the config; print it (--dry-run), only fill the data caches (--preprocess-only) or run. --resume
+    continues the run as it was set up: its config.yaml lies under the command's YAML, flags and overrides, so a
+    default changed since (a task family's head rate) does not change a run midway."""
+    from pathlib import Path
+
     from tlab import config
 
     cfg = config.load(config_file, flags, overrides, defaults=defaults)
+    saved = Path(cfg.output_dir, "config.yaml") if cfg.resume and cfg.output_dir else None
+    if saved is not None and saved.is_file():
+        cfg = config.load(config_file, flags, overrides, defaults=defaults, run_config=str(saved))
     if dry_run:
         typer.echo(config.to_yaml(cfg), nl=False)
         return {}
