@@ -175,3 +175,49 @@ def test_bad_finetune_inputs(tmp_path):
         pipeline.run(config.load(flags={"task": "sst2", "model.name_or_path": MINILM, "data.train_files": [str(bad_labels)],
                                         "output_dir": str(tmp_path / "x")}), echo=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_stsb_in_both_orders_scores_and_predicts_the_mean_of_the_two_orders(tmp_path):
+    """data.both_orders trains on (a, b) and (b, a); classification.average_orders scores each pair both ways and
+    averages, in training's evaluation, `tlab eval` and `tlab predict` alike: checked against the model run by hand."""
+    import csv
+
+    from scipy.stats import pearsonr
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "stsb"
+    cfg = finetune_cfg(out, SAMPLE_GLUE, "train.max_steps=4", "data.both_orders=true",
+                       "classification.average_orders=true", task="stsb")
+    metrics = pipeline.run(cfg, echo=lambda m: None)
+    with open(SAMPLE_GLUE / "STS-B" / "dev.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    a, b, gold = [r["sentence1"] for r in rows], [r["sentence2"] for r in rows], [float(r["score"]) for r in rows]
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+
+    def scores(first, second):
+        with torch.no_grad():
+            enc = tokenizer(first, second, truncation=True, max_length=128, padding=True, return_tensors="pt")
+            return model(**enc).logits.squeeze(-1)
+
+    given, swapped = scores(a, b), scores(b, a)
+    assert not torch.allclose(given, swapped, atol=1e-4)  # the order matters to the model, so averaging is seen
+    mean = ((given + swapped) / 2).tolist()
+    assert metrics["final"]["pearson"] == pytest.approx(pearsonr(mean, gold)[0], abs=1e-5)
+    assert metrics["average_orders"].startswith("each validation pair")
+    runner = CliRunner()
+    evaluated = runner.invoke(app, ["eval", "--model", str(out), "--data-dir", str(SAMPLE_GLUE), "--output",
+                                    str(tmp_path / "eval.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["metrics"]["pearson"] == pytest.approx(metrics["final"]["pearson"], abs=1e-6)
+    predicted = runner.invoke(app, ["predict", "--model", str(out), f"{a[0]}\t{b[0]}"])
+    assert predicted.exit_code == 0, predicted.output
+    assert float(predicted.output.split("\t")[0]) == pytest.approx(mean[0], abs=1e-4)
+    single = runner.invoke(app, ["predict", "--model", str(out), a[0]])
+    assert single.exit_code != 0 and "give every input a second sentence" in single.output
+    refused = runner.invoke(app, ["finetune", "--task", "sst2", "--model", MINILM, "--data-dir", str(SAMPLE_GLUE),
+                                  "-o", str(tmp_path / "sst2"), "classification.average_orders=true"])
+    assert refused.exit_code != 0 and "needs sentence pairs" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "sst2").exists()

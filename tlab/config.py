@@ -393,6 +393,10 @@ class ClassificationConfig:
     threshold: float = 0.5
     """With multi_label: a label is predicted when its probability (sigmoid) is above this, in evaluation and
     `tlab predict` (`tlab predict --set classification.threshold=0.3`, `tlab eval classification.threshold=0.3`)."""
+    average_orders: bool = False
+    """Sentence pairs whose label does not depend on the order of the two texts (STS-B, MRPC, QQP): evaluation and
+    `tlab predict` run every pair as (a, b) and as (b, a) and average the two outputs (logits), at twice the
+    inference cost. A run keeps the setting in its config.yaml, so `tlab eval` and `tlab predict` of it do the same."""
 
     def __post_init__(self):
         _check(0 < self.threshold < 1, f"classification.threshold must be between 0 and 1, got {self.threshold}")

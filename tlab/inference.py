@@ -22,6 +22,8 @@ class Classifier:
     # a multi-label classifier (problem_type multi_label_classification) predicts every label whose sigmoid
     # probability is above this (classification.threshold)
     threshold: float = 0.5
+    # sentence pairs scored as (a, b) and (b, a), the logits averaged (classification.average_orders)
+    average_orders: bool = False
 
     @classmethod
     def load(cls, name: str) -> "Classifier":
@@ -76,13 +78,18 @@ class Classifier:
         if self.windows is not None:
             logits = self._windowed(firsts, None if seconds[0] is None else seconds)
         else:
-            enc = self.tokenizer(firsts, None if seconds[0] is None else seconds, truncation=True, padding=True,
-                                 max_length=self.max_length, return_tensors="pt")
-            with torch.no_grad():
-                logits = self.model(**enc).logits.float()
+            logits = self._encoded(firsts, None if seconds[0] is None else seconds)
+            if self.average_orders and seconds[0] is not None:
+                logits = (logits + self._encoded(seconds, firsts)) / 2
         if not torch.isfinite(logits).all():  # NaN weights (a diverged run) would print "negative nan"
             raise TlabError("model outputs are not finite (NaN/inf logits): the model is broken (diverged training?)")
         return logits
+
+    def _encoded(self, firsts: list[str], seconds: Optional[list[str]]) -> torch.Tensor:
+        enc = self.tokenizer(firsts, seconds, truncation=True, padding=True, max_length=self.max_length,
+                             return_tensors="pt")
+        with torch.no_grad():
+            return self.model(**enc).logits.float()
 
     def _windowed(self, firsts: list[str], seconds: Optional[list[str]], chunk: int = 32) -> torch.Tensor:
         """One row of logits per input: its windows' logits combined (mean or max), windows run `chunk` at a time."""

@@ -59,13 +59,20 @@ def validation_sets(cfg: RunConfig, spec, train=None) -> tuple[dict, object]:
     return held_out_by_sentence(train, d.validation_fraction, cfg.train.seed)
 
 
-def tokenize(ds, tokenizer, max_length: int, regression: bool):
+def tokenize(ds, tokenizer, max_length: int, regression: bool, both_orders: bool = False):
+    """Model inputs, labels and lengths; with `both_orders` each pair also as (text_b, text_a), under "swapped_"
+    keys (classification.average_orders: BothOrdersCollator puts the two orders in one batch)."""
     pair = "text_b" in ds.column_names
 
     def encode(batch):
         enc = tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True, max_length=max_length)
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        if both_orders:
+            swapped = tokenizer(batch["text_b"], batch["text_a"], truncation=True, max_length=max_length)
+            lengths = [max(n, len(ids)) for n, ids in zip(lengths, swapped["input_ids"])]
+            enc.update({f"swapped_{k}": v for k, v in swapped.items()})
         enc["labels"] = batch["label"]
-        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        enc["length"] = lengths
         return enc
 
     return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
@@ -122,10 +129,11 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         max_length = scaffold.input_length(cfg.data.max_length, model.config)
         pair = any("text_b" in ds.column_names for ds in [train_ds, *evals.values()] if ds is not None)
         windows = long_text.windows_for(cfg, spec, tokenizer, max_length, pair)  # None: truncate
+        orders = check_average_orders(cfg, pair, windows)
         if windows is None:
             train_tok = tokenize(train_ds, tokenizer, max_length, spec.is_regression) if train_ds is not None else None
             # "row": each example's place in its split, read back after the length sort (per-example outcomes)
-            eval_tok = {k: with_rows(tokenize(v, tokenizer, max_length, spec.is_regression)).sort("length")
+            eval_tok = {k: with_rows(tokenize(v, tokenizer, max_length, spec.is_regression, orders)).sort("length")
                         for k, v in evals.items()}
         else:  # one row per window, "index" naming its document (long_text)
             train_tok = long_text.tokenize(train_ds, tokenizer, windows) if train_ds is not None else None
@@ -141,8 +149,9 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         log(line)
     world = accelerator.num_processes  # loaders yield global batches; accelerate splits them across ranks
     collate = data.PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    eval_collate = BothOrdersCollator(collate) if orders else collate
     if windows is not None:  # evaluation rows carry their document's "index"
-        collate = long_text.IndexCollator(collate)
+        collate = eval_collate = long_text.IndexCollator(collate)
     side = ["length"] if windows is None else ["length", "index"]
     outcomes: dict = {}
     examples = {k: (v["row"] if "row" in v.column_names else None, scaffold.texts_of(evals[k])) for k, v in eval_tok.items()}
@@ -152,8 +161,8 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         train_batches=scaffold.train_batches(info, cfg, len(train_tok), world, train_tok["length"])
         if train_tok is not None else None,
         collate=collate,
-        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, collate, drop=["length", "row"]),
-        evaluate=evaluator(spec, windows, cfg, examples, outcomes),
+        eval_loaders=scaffold.eval_loaders(eval_tok, cfg, world, eval_collate, drop=["length", "row"]),
+        evaluate=evaluator(spec, windows, cfg, examples, outcomes, orders),
         main_metric=spec.main_metric if spec.multi_label else info.main_metric,
         greater_is_better=info.greater_is_better,
         outcomes=outcomes,
@@ -162,6 +171,8 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
                **{f"{k}_examples": len(evals[k]) for k in eval_tok}, "labels": spec.label_names or "regression", **notes}
     if spec.multi_label:
         summary["multi_label"] = f"a set of labels per text, each predicted above threshold {cfg.classification.threshold:g}"
+    if orders:
+        summary["average_orders"] = "each validation pair scored as (a, b) and (b, a), the outputs averaged"
     if windows is not None:
         summary.update({"long_text": f"{windows.mode} of windows ({max_length} tokens, stride {windows.stride})",
                         **({"train_windows": len(train_tok)} if train_tok is not None else {}),
@@ -169,12 +180,38 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
     return Prepared(job, tokenizer, summary)
 
 
+def check_average_orders(cfg: RunConfig, pair: bool, windows) -> bool:
+    """classification.average_orders, refused where there is no second text to swap or windows to combine."""
+    if not cfg.classification.average_orders:
+        return False
+    if not pair:
+        raise TlabError("classification.average_orders needs sentence pairs: this task's examples are single texts")
+    if windows is not None or cfg.classification.multi_label:
+        raise TlabError("classification.average_orders works with one label (or score) per truncated pair: not with "
+                        "data.long_text windows or classification.multi_label")
+    return True
+
+
+class BothOrdersCollator:
+    """A batch of B pairs as 2B rows, the B as given and then the same B swapped (the tokenized "swapped_" keys),
+    padded together; evaluate() averages the two halves' outputs (classification.average_orders)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        given = [{k: v for k, v in r.items() if not k.startswith("swapped_")} for r in rows]
+        swapped = [{**{k[len("swapped_"):]: v for k, v in r.items() if k.startswith("swapped_")}, "labels": r["labels"]}
+                   for r in rows]
+        return self.collate(given + swapped)
+
+
 def with_rows(ds):
     """The tokenized split with each example's place in it ("row"), kept through the sort by length."""
     return ds.add_column("row", list(range(len(ds))))
 
 
-def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig, examples: dict, outcomes: dict):
+def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig, examples: dict, outcomes: dict, orders: bool = False):
     """The job's evaluate: the argmax per text, per document of windows (long_text), or every label above
     classification.threshold (multi_label). `examples`: split -> (rows in loader order or None, inputs)."""
     if spec.multi_label:
@@ -182,14 +219,15 @@ def evaluator(spec: glue_data.GlueSpec, windows, cfg: RunConfig, examples: dict,
                                                             examples, outcomes)
     if windows is not None:
         return lambda m, loaders, acc: long_text.evaluate(m, loaders, acc, spec, windows.mode, examples, outcomes)
-    return lambda m, loaders, acc: evaluate(m, loaders, acc, spec, examples, outcomes)
+    return lambda m, loaders, acc: evaluate(m, loaders, acc, spec, examples, outcomes, orders)
 
 
 def evaluate(model, loaders, accelerator, spec, examples: Optional[dict] = None,
-             outcomes: Optional[dict] = None) -> dict[str, float]:
+             outcomes: Optional[dict] = None, orders: bool = False) -> dict[str, float]:
     """The benchmark's own metrics over every validation split; gather_for_metrics drops the duplicates
     that pad a distributed run's last batch, so each example counts once. Each split's per-example outcomes go
-    to `outcomes` (`examples`: split -> (rows in loader order, inputs))."""
+    to `outcomes` (`examples`: split -> (rows in loader order, inputs)). With `orders` each batch holds its pairs
+    given and swapped (BothOrdersCollator): the two outputs are averaged, and the loss is that of the average."""
     from tlab import metrics
 
     model.eval()
@@ -199,10 +237,15 @@ def evaluate(model, loaders, accelerator, spec, examples: Optional[dict] = None,
         with torch.no_grad():
             for batch in loader:
                 out = model(**batch)
-                logits = out.logits.float()
+                logits, labels, batch_loss = out.logits.float(), batch["labels"], out.loss.item()
+                if orders:
+                    half = len(logits) // 2
+                    logits, labels = (logits[:half] + logits[half:]) / 2, labels[:half]
+                    batch_loss = float(torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+                                       if spec.is_regression else torch.nn.functional.cross_entropy(logits, labels))
                 pred = logits.squeeze(-1) if spec.is_regression else logits.argmax(-1)
-                loss = torch.full((len(pred),), out.loss.item(), device=pred.device)
-                pred, ref, loss = accelerator.gather_for_metrics((pred, batch["labels"], loss))
+                loss = torch.full((len(pred),), batch_loss, device=pred.device)
+                pred, ref, loss = accelerator.gather_for_metrics((pred, labels, loss))
                 preds.append(pred.cpu())
                 refs.append(ref.cpu())
                 loss_sum += float(loss.sum())
@@ -246,6 +289,11 @@ def predict(request: PredictRequest, echo) -> None:
     cfg = scaffold.run_config(request.model, request.task, request.overrides)
     d, sep = cfg.data, cfg.classification.label_separator
     classifier.threshold = cfg.classification.threshold
+    if cfg.classification.average_orders:  # as the run was scored: each pair both ways, the outputs averaged
+        if not all(b is not None for _, b in pairs):
+            raise TlabError("this model averages the two orders of a sentence pair (classification.average_orders): "
+                            "give every input a second sentence (after a tab, or --text-b)")
+        classifier.average_orders = True
     if d.long_text != "truncate":  # a run trained on windows predicts on windows, combined the same way
         classifier.windows = long_text.Windows(d.long_text, min(d.max_length, classifier.max_length), d.stride)
     for start in range(0, len(pairs), request.batch_size):
