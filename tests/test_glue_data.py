@@ -77,6 +77,22 @@ def test_cola_headerless_without_final_newline():
     assert len(dev) == 40 and dev[-1]["text_a"] == "John talked to Bill about himself."
 
 
+def test_cola_official_train_file_given_as_train_file_reads_headerless(tmp_path):
+    """--task cola --train-file CoLA/train.tsv: the official headerless layout, not its first row taken as a header;
+    a user's CoLA TSV with a header row is still read by it."""
+    from tlab.config import RunConfig
+    from tlab.tasks.glue import load_split
+
+    spec = get_spec("cola")
+    official = load_glue_split(spec, DATA, "train")
+    given = load_split(RunConfig(), spec, "train", [str(DATA / "CoLA" / "train.tsv")])
+    assert given["text_a"] == official["text_a"] and given["label"] == official["label"] and len(given) == 42
+    own = write(tmp_path / "own.tsv", "sentence\tlabel\nThe cat sat.\t1\nCat the sat.\t0\n")
+    assert load_split(RunConfig(), spec, "train", [str(own)])["label"] == [1, 0]
+    with pytest.raises(TlabError, match="lacks column"):  # another headerless layout is still named, not guessed
+        load_split(RunConfig(), spec, "train", [str(write(tmp_path / "two.tsv", "The cat sat.\t1\nCat the sat.\t0\n"))])
+
+
 def test_stsb_float_scores_and_unbalanced_quotes():
     ds = load_glue_split(get_spec("stsb"), DATA, "train")
     assert ds.features["label"] == datasets.Value("float32")

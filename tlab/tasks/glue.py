@@ -24,7 +24,7 @@ def load_split(cfg: RunConfig, spec: glue_data.GlueSpec, split: str, files: Opti
     if files:
         parts = [glue_data.load_custom_file(f, d.text_a_column or spec.text_a, d.text_b_column if d.text_b_column else spec.text_b,
                                             d.label_column or spec.label_column, spec.label_names,
-                                            score_range=spec.score_range) for f in files]
+                                            score_range=spec.score_range, official_names=spec.column_names) for f in files]
         if len(parts) == 1:
             return parts[0]
         import datasets

@@ -282,15 +282,25 @@ def load_glue_hub(spec: GlueSpec, split: str) -> datasets.Dataset:
     return ds.cast_column("label", datasets.Value("float32" if spec.is_regression else "int64"))
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, {column: value}) of a user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl."""
+def read_records(path: str | Path, official_names: Optional[Sequence[str]] = None,
+                 text_column: Optional[str] = None) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: value}) of a user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl.
+
+    `official_names`: the columns of a GLUE task whose official TSVs have no header (CoLA); a .tsv whose first row
+    has that many fields and not `text_column` is such a file (a copy of train.tsv given as --train-file)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TlabError(f"data file {path} does not exist")
     ext = path.suffix.lower()
     if ext not in (".csv", ".tsv", ".json", ".jsonl"):
         raise TlabError(f"cannot read {path}: use a .csv, .tsv, .json or .jsonl file")
-    return _json_records(path) if ext.startswith(".json") else _table_records(path, tsv=ext == ".tsv")
+    if ext.startswith(".json"):
+        return _json_records(path)
+    names = None
+    if ext == ".tsv" and official_names:
+        first = next((line for line in _lines(path, "\n") if line.strip()), "").rstrip("\r\n").split("\t")
+        names = official_names if len(first) == len(official_names) and text_column not in first else None
+    return _table_records(path, names, tsv=ext == ".tsv")
 
 
 def missing_columns(path: Path, record: dict, wanted: Sequence[Optional[str]]) -> None:
@@ -302,16 +312,18 @@ def missing_columns(path: Path, record: dict, wanted: Sequence[Optional[str]]) -
 
 def load_custom_file(path: str | Path, text_a: str, text_b: Optional[str], label_column: Optional[str],
                      label_names: Optional[Sequence[str]], *, require_label: bool = True,
-                     score_range: Optional[tuple[float, float]] = None, indices: bool = True) -> datasets.Dataset:
+                     score_range: Optional[tuple[float, float]] = None, indices: bool = True,
+                     official_names: Optional[Sequence[str]] = None) -> datasets.Dataset:
     """A user's .csv (quoted CSV), .tsv (unquoted, like GLUE), .json or .jsonl file as text_a/text_b/label.
 
     Labels may be names (e.g. "positive") or, with `indices`, indices into label_names (off for label sets read
     off the data, whose names may themselves be numbers: "5" must not mean the sixth name); label_names None
-    means regression (float labels). With require_label=False a file without the label column gets label -1."""
+    means regression (float labels). With require_label=False a file without the label column gets label -1.
+    `official_names`: see read_records (CoLA's headerless layout)."""
     path = Path(path).expanduser()
     if label_column is None and require_label:
         raise TlabError(f"no label column was given for {path}")
-    records = read_records(path)
+    records = read_records(path, official_names, text_a)
     accepted = None if label_names is None else (
         ({str(i): i for i in range(len(label_names))} if indices else {}) | {n: i for i, n in enumerate(label_names)})
     return _build(path, records, text_a, text_b, label_column, accepted, need_label=require_label,
