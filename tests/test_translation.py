@@ -411,3 +411,27 @@ def test_t5_without_prefix_is_warned_and_its_own_prefix_used(tmp_path):
     assert "T5 without a task prefix scores near zero" in said[0] and "translate English to German: " in said[0]
     model.config.task_specific_params = {"translation_en_to_de": {"prefix": "translate English to German: "}}
     assert seq2seq.source_prefix(model, cfg, "en", "de", said.append) == "translate English to German: "
+
+
+def test_from_scratch_recipe_defaults_equal_the_shipped_yaml_and_stay_off_checkpoints(tmp_path):
+    """`tlab finetune --task wmt14-en-de` without --model gets the recipe of configs/finetune/wmt14-en-de.yaml
+    (BENCHMARKS.md "Translation"), its tuned generation included; a checkpoint keeps the generic generation."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tlab import tasks
+    from tlab.cli import app
+
+    def resolved(*args: str) -> dict:
+        done = CliRunner().invoke(app, ["finetune", "--data-dir", str(WMT), "--dry-run", "-o", str(tmp_path / "x"), *args])
+        assert done.exit_code == 0, done.output
+        return yaml.safe_load(done.output)
+
+    recipe = Path(__file__).parents[1] / "configs" / "finetune" / "wmt14-en-de.yaml"
+    flags, shipped = resolved("--task", "wmt14-en-de"), resolved("--config", str(recipe))
+    for section in ("model", "seq2seq", "train", "data"):
+        assert flags[section] == shipped[section], section
+    assert (flags["seq2seq"]["length_penalty"], flags["seq2seq"]["no_repeat_ngram_size"]) == (2.0, 3)
+    generic = tasks.defaults_for("wmt14-en-de", from_scratch=False)
+    assert "seq2seq.length_penalty" not in generic and "seq2seq.no_repeat_ngram_size" not in generic
+    assert not (tmp_path / "x").exists()
