@@ -432,6 +432,8 @@ def test_from_scratch_recipe_defaults_equal_the_shipped_yaml_and_stay_off_checkp
     for section in ("model", "seq2seq", "train", "data"):
         assert flags[section] == shipped[section], section
     assert (flags["seq2seq"]["length_penalty"], flags["seq2seq"]["no_repeat_ngram_size"]) == (2.0, 3)
+    assert flags["model"]["overrides"] == {"dropout": 0.1}
+    assert resolved("--task", "wmt14-en-de", "model.overrides.dropout=0.2")["model"]["overrides"] == {"dropout": 0.2}
     generic = tasks.defaults_for("wmt14-en-de", from_scratch=False)
-    assert "seq2seq.length_penalty" not in generic and "seq2seq.no_repeat_ngram_size" not in generic
+    assert not {"seq2seq.length_penalty", "seq2seq.no_repeat_ngram_size", "model.overrides.dropout"} & set(generic)
     assert not (tmp_path / "x").exists()
