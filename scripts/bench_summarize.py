@@ -6,7 +6,7 @@ through tlab's pipeline, its ROUGE and speed; and (--side-by-side) tlab against 
     python scripts/bench_summarize.py --model facebook/bart-base --steps 3000 --valid-dialogues 818   # a GPU's job
     python scripts/bench_summarize.py --samsum-dir DIR --threads 4
     python scripts/bench_summarize.py --side-by-side --quick --threads 1             # (a) vs (b) end to end: ~2.5 min
-    python scripts/bench_summarize.py --side-by-side --parallel --threads 1          # the full comparison (below)
+    python scripts/bench_summarize.py --side-by-side --threads 1 --steps 1000 --batch-size 8 --valid-dialogues 200  # BENCHMARKS.md's
     python scripts/bench_summarize.py --side-by-side --seeds 42,43,44 --parallel --threads 1
 
 Data: `--samsum-dir` with SAMSum's train.json / val.json (default ../shared/data/summarization/samsum where it
@@ -74,11 +74,10 @@ In the sequential run (a) trained at 607 real tokens/s against (b)'s 345 (x1.76:
 tokens against 54%); the evaluation of 16 dialogues is one batch in both (written to
 scripts/results/bench_summarize_side_by_side_quick.md), so its speed is even (x1.05, generate() x0.96) and says
 nothing about tlab's length-sorted batches; 20 steps teach the model almost nothing (ROUGE-1 ~7, summaries of 1-4
-words against Lead-3's 34), so --quick checks the machinery, not the quality. The full run (all 14,731 training
-dialogues, 1,000 steps of 16, 200 dialogues scored with max source 512) was not run on this shared machine: scaled
-from the quick run's step times (2 s and 3.6 s a step of 8 at max source 256) a rough guess is 1-1.5 h of
-training for (a) and 2-2.5 h for (b) at one thread, plus minutes of beam search (a trained model writes
-~20-word summaries, several times the quick run's); give it an idle machine.
+words against Lead-3's 34), so --quick checks the machinery, not the quality.
+The 1,000-step comparison was run as `--side-by-side --threads 1 --steps 1000 --batch-size 8 --valid-dialogues 200`
+((a) then (b) on one pinned core; batch 8 so that both fit one session): its scores, times and ratios are in
+BENCHMARKS.md "Summarization" and scripts/results/bench_summarize_side_by_side_1000steps.md.
 
 Differences left in on purpose (the machinery's own): tlab's length-grouped batches against the Trainer's random
 order (the source of most of the training speed-up, and a different order of examples); (b)'s labels carry the
