@@ -165,6 +165,8 @@ CASES = [
          "line 2 is outside the task's scale 0-5"),
     Case("finetune-three-rows-no-validation", lambda e: e.finetune("--train-file", str(e.three_rows)),
          "too small to hold out validation (3 distinct sentences"),
+    Case("finetune-best-metric-not-the-tasks", lambda e: e.finetune("train.best_metric=bleu", "--data-dir", str(GLUE)),
+         "train.best_metric 'bleu' is not a metric of sst2: pick one of accuracy, loss"),
     Case("finetune-batch-size-zero", lambda e: e.finetune("--batch-size", "0", "--data-dir", str(GLUE)), "train.batch_size"),
     # -- eval
     Case("eval-unknown-task", lambda e: e.eval(task="sst22"), "did you mean 'sst2'"),

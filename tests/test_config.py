@@ -175,3 +175,31 @@ def test_unknown_translation_and_seq2seq_keys_still_error(tmp_path):
         config.load(str(yaml))
     with pytest.raises(TlabError, match="expected a mapping of seq2seq"):
         config.load(overrides=["seq2seq=1", "translation.num_beams=2"])
+
+
+def test_best_metric_picks_the_metric_and_its_direction():
+    from tlab import tasks
+    from tlab.sweep import settings, study
+
+    def cfg(task, *overrides):
+        return config.load(flags={"task": task}, overrides=list(overrides))
+
+    assert tasks.selection(tasks.info("cola"), cfg("cola")) == ("matthews_correlation", True)
+    assert tasks.selection(tasks.info("cola"), cfg("cola", "train.best_metric=loss")) == ("loss", False)
+    assert tasks.selection(tasks.info("wmt14-en-de"), cfg("wmt14-en-de", "train.best_metric=chrf")) == ("chrf", True)
+    assert tasks.selection(tasks.info("mlm"), cfg("mlm", "train.best_metric=perplexity")) == ("perplexity", False)
+    # classification reports its loss beside its metrics; translation scores generations only
+    assert "loss" in tasks.selectable_metrics(tasks.info("cola"), cfg("cola"))
+    assert "loss" not in tasks.selectable_metrics(tasks.info("wmt14-en-de"), cfg("wmt14-en-de"))
+    multi = cfg("classification", "classification.multi_label=true")
+    assert tasks.selectable_metrics(tasks.info("classification"), multi)[:3] == ("micro_f1", "macro_f1", "subset_accuracy")
+    tasks.check_options(tasks.info("classification"), config.load(flags={"task": "classification"}, overrides=[
+        "classification.multi_label=true", "train.best_metric=macro_f1"]))
+    with pytest.raises(TlabError, match="train.best_metric 'rouge1' is not a metric of wmt14-en-de: pick one of bleu, chrf"):
+        tasks.check_options(tasks.info("wmt14-en-de"), cfg("wmt14-en-de", "train.best_metric=rouge1"))
+    # a sweep tunes the metric its runs keep their checkpoints by
+    base = cfg("cola", "train.best_metric=loss")
+    swept = study.Sweep.of(Path("sweeps/cola"), base, settings.SweepConfig(space=["train.lr=1e-5:1e-4:log"]))
+    assert (swept.metric, swept.greater) == ("loss", False)
+    with pytest.raises(TlabError, match="train.best_metric 'bleu'"):
+        study.Sweep.of(Path("sweeps/cola"), cfg("cola", "train.best_metric=bleu"), settings.SweepConfig(space=["train.lr=1e-5:1e-4:log"]))

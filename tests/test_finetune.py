@@ -94,6 +94,24 @@ def test_predict_on_saved_run(sst2_run):
 
 
 @pytest.mark.slow
+def test_best_metric_loss_keeps_the_checkpoint_of_the_lowest_validation_loss(tmp_path):
+    data_dir = sst2_dir(tmp_path, train_rows=160, dev_rows=64)
+    run = tmp_path / "by-loss"
+    metrics = pipeline.run(finetune_cfg(run, data_dir, "train.max_steps=20", "train.eval_every=4", "train.best_metric=loss"),
+                           echo=lambda m: None)
+    evals = [e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [4, 8, 12, 16, 20]
+    lowest = min(evals, key=lambda e: (e["eval_loss"], -e["step"]))  # a tie keeps the newer checkpoint
+    assert metrics["best"] == {"checkpoint": f"step-{lowest['step']}", "loss": lowest["eval_loss"]}
+    assert metrics["final"]["loss"] == lowest["eval_loss"]
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(app, ["eval", "--task", "sst2", "--model", str(run), "--data-dir", str(data_dir),
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["metrics"]["loss"] == pytest.approx(lowest["eval_loss"], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_freezing_the_encoder_leaves_it_unchanged(tmp_path):
     from safetensors.torch import load_file
 

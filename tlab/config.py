@@ -181,6 +181,11 @@ class TrainConfig:
     """Share of tokens masked for MLM (80% [MASK], 10% random, 10% unchanged)."""
     patience: int = 0
     """Early stopping: evaluations without improvement of the main metric before stopping (0 = off)."""
+    best_metric: Optional[str] = None
+    """The validation metric that picks the kept checkpoint, counts for patience, decides whether averaged checkpoints
+    replace it and is what `tlab sweep` tunes: one of the task's metrics (or loss, where its evaluation reports one).
+    Unset: the task's main metric (accuracy, MCC, F1, BLEU, ...). loss and perplexity are minimised, the rest
+    maximised. E.g. chrF for a small translation model, whose BLEU moves by a few 4-gram matches between evaluations."""
     group_by_length: bool = True
     """Fine-tuning: batch examples of similar length together (less padding)."""
     length_group_batches: int = 50

@@ -65,6 +65,8 @@ def _run_locked(cfg: RunConfig, task: tasks.TaskInfo, accelerator, run_dir: outp
     module = tasks.get(task.name)
     prepared = module.prepare(task, cfg, accelerator, say)
     job, tokenizer, summary = prepared.job, prepared.tokenizer, prepared.summary
+    if cfg.train.best_metric and job.main_metric:  # a task without validation data keeps its last step
+        job.main_metric, job.greater_is_better = tasks.selection(task, cfg)
     accelerator.wait_for_everyone()
     run_dir.create()
     accelerator.wait_for_everyone()

@@ -45,15 +45,16 @@ class Sweep:
     base: config.RunConfig
     settings: st.SweepConfig
     params: list[Param] = field(default_factory=list)
-    metric: str = ""  # the task's main metric: the score
-    greater: bool = True  # maximise it (the task's greater_is_better)
+    metric: str = ""  # the score: train.best_metric, else the task's main metric
+    greater: bool = True  # maximise it (minimise a loss)
 
     @classmethod
     def of(cls, folder: Path, base: config.RunConfig, sweep: st.SweepConfig) -> "Sweep":
         info = tasks.info(base.task)
         if not info.main_metric:
             raise TlabError(f"task {base.task} has no main metric to tune")
-        return cls(Path(folder), base, sweep, sweep.params(), info.main_metric, info.greater_is_better)
+        tasks.check_options(info, base)
+        return cls(Path(folder), base, sweep, sweep.params(), *tasks.selection(info, base))
 
     def run_dir(self, number: int) -> Path:
         return self.folder / f"trial-{number:03d}"

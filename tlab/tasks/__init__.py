@@ -13,7 +13,8 @@ from tlab.errors import TlabError
 from tlab.tasks.contract import Family, Job, Prepared, PredictRequest, TaskInfo, TaskModule
 
 __all__ = ["FAMILIES", "Family", "Job", "Prepared", "PredictRequest", "TaskInfo", "TaskModule", "check_options",
-           "defaults_for", "family_of_model", "for_prediction", "get", "info", "module_of", "registry"]
+           "defaults_for", "family_of_model", "for_prediction", "get", "info", "module_of", "registry",
+           "selectable_metrics", "selection"]
 
 
 def _architectures(config: dict) -> list[str]:
@@ -216,10 +217,35 @@ def check_options(task: TaskInfo, cfg) -> None:
         if cfg.data.long_text != "truncate":
             raise TlabError(f"--multi-label reads texts truncated at data.max_length: --long-text {cfg.data.long_text} "
                             "(windows) is for single-label classification")
+    choices = selectable_metrics(task, cfg)
+    if cfg.train.best_metric and cfg.train.best_metric not in choices:
+        raise TlabError(f"train.best_metric {cfg.train.best_metric!r} is not a metric of {task.name}: pick one of "
+                        f"{', '.join(choices)}")
     if cfg.fewshot.shots is not None and not task.family.few_shot:
         able = ", ".join(f.name for f in FAMILIES.values() if f.few_shot)
         raise TlabError(f"fewshot.shots (--shots) scores a causal LM on a classification task (the {able} family's "
                         f"tasks, e.g. sst2); {task.name} is a {task.family.name} task")
+
+
+# what an evaluation reports beside the task's own metrics; gen_len (summaries' length) is not a quality to select on
+_LOSS_REPORTING = ("glue", "ner")
+_MINIMISED = ("loss", "perplexity")
+_MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")  # what the multi_label metric module reports
+
+
+def selectable_metrics(task: TaskInfo, cfg) -> tuple[str, ...]:
+    """The metrics train.best_metric may name for this task."""
+    own = _MULTI_LABEL_METRICS if cfg.classification.multi_label else task.metrics
+    extra = ("loss",) if task.family.name in _LOSS_REPORTING and "loss" not in own else ()
+    return tuple(m for m in (*own, *extra) if m != "gen_len")
+
+
+def selection(task: TaskInfo, cfg) -> tuple[str, bool]:
+    """(metric, greater_is_better) that picks the kept checkpoint: train.best_metric, else the task's main metric."""
+    name = cfg.train.best_metric
+    if not name:
+        return task.main_metric, task.greater_is_better
+    return name, name not in _MINIMISED
 
 
 def info(name: str) -> TaskInfo:

@@ -489,9 +489,10 @@ def averaged_weights(checkpoints: Sequence[Path]) -> dict[str, torch.Tensor]:
     return {name: tensor / len(checkpoints) for name, tensor in total.items()}
 
 
-def average(model, run, accelerator, loaders, final: dict, n: int, evaluate_fn, log, main_metric: str) -> Optional[dict]:
+def average(model, run, accelerator, loaders, final: dict, n: int, evaluate_fn, log, main_metric: str,
+            greater_is_better: bool = True) -> Optional[dict]:
     """Average the last `n` checkpoints' weights; keep the average when it scores at least as well on `main_metric`
-    (greater is better) as the model the loop ended with (the best checkpoint), else put that model back."""
+    as the model the loop ended with (the best checkpoint), else put that model back."""
     checkpoints = run.checkpoints()[-n:]
     if len(checkpoints) < 2:
         log(f"checkpoint averaging: only {len(checkpoints)} checkpoint(s), nothing to average")
@@ -506,8 +507,8 @@ def average(model, run, accelerator, loaders, final: dict, n: int, evaluate_fn, 
     scores = evaluate_fn(model, loaders, accelerator)
     names = [c.name for c in checkpoints]
     main, before = scores.get(main_metric), (final or {}).get(main_metric)
-    if before is not None and main is not None and main < before:
-        log(f"averaging {', '.join(names)} scored {main_metric} {main:.2f} < {before:.2f}: keeping the model as it was")
+    if before is not None and main is not None and (main < before if greater_is_better else main > before):
+        log(f"averaging {', '.join(names)} scored {main_metric} {main:.2f} against {before:.2f}: keeping the model as it was")
         unwrapped.load_state_dict(kept)
         evaluate_fn(model, loaders, accelerator)  # the artifacts belong to the saved model
         return None

@@ -15,7 +15,7 @@ import torch
 from tlab import finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import scaffold, seq2seq, summarization_data
+from tlab.tasks import scaffold, selection, seq2seq, summarization_data
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 LANGUAGES = ("en", "en")  # what mBART-style checkpoints are told; every summarization task here is English
@@ -49,7 +49,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, artifacts, outcomes)
 
     def finish(m, run, acc, loaders, final):
-        return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, info.main_metric)
+        return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, *selection(info, cfg))
 
     job = Job(
         model=model,

@@ -10,10 +10,9 @@ from typing import Any, Optional
 from tlab import finetuning, modeling
 from tlab.config import RunConfig
 from tlab.errors import TlabError
-from tlab.tasks import scaffold, seq2seq, translation_data
+from tlab.tasks import scaffold, selection, seq2seq, translation_data
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
-MAIN_METRIC = "bleu"  # what checkpoint averaging compares (the registry's main metric of every translation task)
 
 
 def _languages(info: TaskInfo, cfg: RunConfig) -> tuple[str, str]:
@@ -51,7 +50,7 @@ def prepare(info: TaskInfo, cfg: RunConfig, accelerator, log, train: bool = True
         return evaluate(m, loaders, acc, tokenizer, valid_ds, gen, tgt, artifacts, outcomes)
 
     def finish(m, run, acc, loaders, final):
-        return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, MAIN_METRIC)
+        return seq2seq.average(m, run, acc, loaders, final, s.average_checkpoints, scores, log, *selection(info, cfg))
 
     job = Job(
         model=model,
