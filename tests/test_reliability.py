@@ -188,6 +188,18 @@ def test_fine_tuning_never_keeps_a_non_finite_best(tmp_path, monkeypatch):
     assert state.best_checkpoint == "step-3" and state.best_metrics["f1"] == 0.5 and state.evals_without_gain == 2
 
 
+def test_a_resume_with_another_best_metric_judges_the_kept_checkpoint_by_it():
+    state = train.FitState(step=1)
+    assert train._track_best(state, {"accuracy": 0.6, "loss": 0.5}, Job(None, None, None, None, {}, None, "accuracy", True))
+    by_loss = Job(None, None, None, None, {}, None, "loss", False)  # resumed with train.best_metric=loss
+    state.step = 2
+    assert not train._track_best(state, {"accuracy": 0.7, "loss": 0.55}, by_loss), "0.55 is a worse loss than the kept 0.5"
+    assert state.best_checkpoint == "step-1" and state.best_metric == 0.5 and state.best_metric_name == "loss"
+    state.step = 3
+    assert train._track_best(state, {"accuracy": 0.5, "loss": 0.4}, by_loss)
+    assert state.best_checkpoint == "step-3" and state.best_metric == 0.4
+
+
 def test_nan_loss_stops_after_max_bad_steps(tmp_path, shakespeare, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "nan-from-step:3")
     with pytest.raises(errors.Diverged, match=r"not finite for \d+ consecutive steps from step 3|weights are not finite"):

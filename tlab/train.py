@@ -30,6 +30,7 @@ class FitState:
     epoch: int = 0
     batches_in_epoch: int = 0
     best_metric: Optional[float] = None
+    best_metric_name: Optional[str] = None  # what best_metric measures (train.best_metric may change on --resume)
     best_checkpoint: Optional[str] = None
     best_metrics: Optional[dict] = None
     evals_without_gain: int = 0
@@ -403,6 +404,9 @@ def _track_best(state: FitState, metrics: dict[str, float], job: Job) -> bool:
     """Whether this evaluation is the best so far. A tie moves "best" to the newer checkpoint (so the model saved
     is the one whose metrics are reported last) without counting as a gain for early stopping; a non-finite value
     is never best."""
+    if state.best_metric_name not in (None, job.main_metric):  # resumed with another train.best_metric: re-judge
+        state.best_metric = (state.best_metrics or {}).get(job.main_metric)
+    state.best_metric_name = job.main_metric
     value = metrics.get(job.main_metric)
     if value is None or not math.isfinite(value):
         state.evals_without_gain += value is not None
