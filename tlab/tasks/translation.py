@@ -14,7 +14,6 @@ from tlab.tasks import scaffold, selection, seq2seq, translation_data
 from tlab.tasks.contract import Job, PredictRequest, Prepared, TaskInfo
 
 
-
 def _languages(info: TaskInfo, cfg: RunConfig) -> tuple[str, str]:
     t = cfg.translation
     return translation_data.languages(info.name, info.params.get("languages"), t.source_lang, t.target_lang)
